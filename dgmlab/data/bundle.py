@@ -1,0 +1,189 @@
+"""``DataBundle``: one dataset ready for a model, and the batch iterators of the three settings.
+
+``load_data(name, labels=..., seed=...)`` is the single entry point used by the CLI, the book and the tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from dgmlab.data import halfmoons, mnist
+
+DATASETS = {
+    "halfmoons": "two half-moons; supervised (chapter 2) or, with --labels 6, the six fixed labelled points (chapter 4)",
+    "mnist": "MNIST, dynamically binarised; --trim keeps the 444 pixels with std > 0.1 (thesis section 4.1)",
+}
+
+
+@dataclass
+class DataBundle:
+    """A dataset ready for training: train and test tensors, the labelled subset and how to read the inputs.
+
+    ``x_train`` holds intensities in [0, 1] for image data (binarised per batch when ``dynamic_binarization``).
+    ``x_labelled``/``y_labelled`` is the labelled subset of the semi-supervised setting (``None`` otherwise).
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+    likelihood: str
+    dynamic_binarization: bool = False
+    image_shape: tuple[int, int] | None = None
+    pixel_mask: torch.Tensor | None = None
+    x_labelled: torch.Tensor | None = None
+    y_labelled: torch.Tensor | None = None
+    test_seed: int = 0
+    _x_test_fixed: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def input_dim(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def n_labelled(self) -> int:
+        return 0 if self.y_labelled is None else len(self.y_labelled)
+
+    def model_kwargs(self) -> dict:
+        """Fields a model config may take from the data (``make_config`` keeps those the config declares)."""
+        return {"x_dim": self.input_dim, "n_classes": self.n_classes, "likelihood": self.likelihood,
+                "n_train": len(self.x_train), "n_labelled": max(self.n_labelled, 1)}
+
+    def test_inputs(self) -> torch.Tensor:
+        """Test inputs as the model sees them: binarised once with a fixed seed (SPEC item G13) for image data."""
+        if not self.dynamic_binarization:
+            return self.x_test
+        if self._x_test_fixed is None:
+            self._x_test_fixed = mnist.binarize(self.x_test, torch.Generator().manual_seed(self.test_seed))
+        return self._x_test_fixed
+
+    def labelled_only(self) -> "DataBundle":
+        """The same data with the training set reduced to the labelled subset (for supervised baselines)."""
+        if self.x_labelled is None:
+            return self
+        return dataclasses.replace(self, x_train=self.x_labelled, y_train=self.y_labelled)
+
+    def prepare(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return mnist.binarize(x, generator) if self.dynamic_binarization else x
+
+    def to_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Model inputs back to images of ``image_shape`` (trimmed pixels restored as 0)."""
+        if self.image_shape is None:
+            raise ValueError(f"{self.name} is not an image dataset")
+        return mnist.untrim(x, self.pixel_mask).reshape(*x.shape[:-1], *self.image_shape)
+
+
+def make_config(config_cls, data: DataBundle, **overrides):
+    """Build a model config from the data's fields that the config declares, then ``overrides``."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    kwargs = {k: v for k, v in data.model_kwargs().items() if k in names}
+    unknown = set(overrides) - names
+    if unknown:
+        raise ValueError(f"{config_cls.__name__} has no option(s) {sorted(unknown)}; options: {sorted(names)}")
+    kwargs.update(overrides)
+    return config_cls(**kwargs)
+
+
+def balanced_subset(y: torch.Tensor, n_labels: int, n_classes: int, seed: int) -> torch.Tensor:
+    """Indices of a class-balanced labelled subset: ``n_labels / n_classes`` random points of every class."""
+    if not isinstance(n_labels, int) or n_labels <= 0:
+        raise ValueError(f"the number of labels must be a positive integer, got {n_labels!r}")
+    if n_labels % n_classes:
+        raise ValueError(f"{n_labels} labels cannot be spread evenly over {n_classes} classes; "
+                         f"use a multiple of {n_classes}")
+    if n_labels > len(y):
+        raise ValueError(f"{n_labels} labels asked for, but the training set holds only {len(y)} points")
+    per_class = n_labels // n_classes
+    gen = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(n_classes):
+        idx = torch.nonzero(y == c).flatten()
+        if len(idx) < per_class:
+            raise ValueError(f"class {c} has only {len(idx)} points, fewer than the {per_class} labels asked for")
+        picks.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
+    return torch.cat(picks).sort().values
+
+
+def load_data(name: str, labels: int | None = None, seed: int = 0, trim: bool = False,
+              n_train: int | None = None, n_test: int | None = None) -> DataBundle:
+    """Load a dataset by name (see :data:`DATASETS`).
+
+    Args:
+        name: ``halfmoons`` or ``mnist``.
+        labels: size of the class-balanced labelled subset (semi-supervised); ``None`` for all labels.
+            For ``halfmoons`` only 6 is allowed: the six fixed points of the thesis' experiment.
+        seed: seed of the labelled-subset draw.
+        trim: MNIST only: keep the 444 pixels with training std > 0.1.
+        n_train, n_test: keep only the first points (for quick runs).
+    """
+    if name == "halfmoons":
+        data = _halfmoons(labels)
+    elif name == "mnist":
+        data = _mnist(labels, seed, trim)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; available datasets: {', '.join(sorted(DATASETS))}")
+    if n_train is not None:
+        data.x_train, data.y_train = data.x_train[:n_train], data.y_train[:n_train]
+    if n_test is not None:
+        data.x_test, data.y_test = data.x_test[:n_test], data.y_test[:n_test]
+    return data
+
+
+def _halfmoons(labels: int | None) -> DataBundle:
+    if labels is None:
+        xtr, ytr, xte, yte = halfmoons.supervised_moons()
+        return DataBundle("halfmoons", xtr, ytr, xte, yte, n_classes=2, likelihood="gaussian")
+    if labels != 6:
+        raise ValueError(f"halfmoons supports --labels 6 (the six fixed labelled points of the thesis), got {labels}")
+    xtr, ytr, xte, yte, xl, yl = halfmoons.semi_supervised_moons()
+    return DataBundle("halfmoons", xtr, ytr, xte, yte, n_classes=2, likelihood="gaussian", x_labelled=xl, y_labelled=yl)
+
+
+def _mnist(labels: int | None, seed: int, trim: bool) -> DataBundle:
+    xtr, ytr, xte, yte = mnist.load_mnist_arrays()
+    mask = mnist.trim_mask(xtr) if trim else None
+    if mask is not None:
+        xtr, xte = xtr[:, mask], xte[:, mask]
+    data = DataBundle("mnist", xtr, ytr, xte, yte, n_classes=10, likelihood="bernoulli", dynamic_binarization=True,
+                      image_shape=(28, 28), pixel_mask=mask)
+    if labels is not None:
+        idx = balanced_subset(ytr, labels, 10, seed)
+        data.x_labelled, data.y_labelled = xtr[idx], ytr[idx]
+    return data
+
+
+def iterate_batches(data: DataBundle, setting: str, batch_size: int, generator: torch.Generator,
+                    labelled_batch_size: int = 100, device: torch.device | str = "cpu") -> Iterator[dict]:
+    """One epoch of batches for ``setting`` (``supervised``, ``unsupervised`` or ``semi-supervised``).
+
+    Semi-supervised batches follow the thesis' scheme (SPEC 2.7): ``batch_size`` unlabelled points drawn without
+    replacement from the whole training set, plus ``labelled_batch_size`` labelled points (all of them when the
+    labelled set is that small, so every batch sees the same labelled points). Binary data is binarised afresh here.
+    """
+    if setting == "semi-supervised" and data.x_labelled is None:
+        raise ValueError(f"a semi-supervised model needs a labelled subset: pass --labels N for {data.name}")
+    n = len(data.x_train)
+    perm = torch.randperm(n, generator=generator)
+    for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+        idx = perm[start:start + batch_size]
+        x = data.prepare(data.x_train[idx], generator).to(device)
+        if setting == "supervised":
+            yield {"x": x, "y": data.y_train[idx].to(device)}
+        elif setting == "unsupervised":
+            yield {"x": x}
+        elif setting == "semi-supervised":
+            n_l = len(data.x_labelled)
+            lidx = (torch.arange(n_l) if n_l <= labelled_batch_size
+                    else torch.randperm(n_l, generator=generator)[:labelled_batch_size])
+            yield {"x_u": x, "x_l": data.prepare(data.x_labelled[lidx], generator).to(device),
+                   "y_l": data.y_labelled[lidx].to(device)}
+        else:
+            raise ValueError(f"unknown setting {setting!r}")

@@ -1,0 +1,313 @@
+"""Representation learning on the two half-moons: the small tanh network of thesis Figs 2.3 and 2.4 (book chapter 2).
+
+The network (SPEC 4.1, choice T1) is ``2 -> 10 (tanh) -> 2 (tanh) -> 1 (sigmoid)``:
+
+    h^(0) = x,   h^(l) = tanh(W^(l) h^(l-1) + b^(l))  (l = 1, 2),   y_hat = sigma(W^(3) h^(2) + b^(3))
+
+(thesis eqs. 2.1-2.5), trained with the Bernoulli cross-entropy (2.10) by Adam at learning rate 1e-2 on the full
+batch. The 2-unit layer ``h^(2)`` is the representation we plot: its output layer is a *linear* classifier, so once
+training has succeeded the two moons must be linearly separable in ``h^(2)``.
+
+What the book imports from here:
+
+* :class:`TanhClassifier` and :func:`train_tanh_classifier` (records parameter snapshots at chosen steps);
+* :func:`snapshot_schedule` (more frames early, where the representation changes fastest);
+* :func:`mesh_grid_lines`, :func:`tendency_curves` and :func:`push_through` (send the mesh grid, the tendency lines
+  and the data through the hidden layers);
+* :func:`hidden_view`, :func:`draw_view` and :func:`training_animation` (Fig 2.4 panels and a kernel-free animation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Bernoulli
+
+from dgmlab.runtime import budget
+
+DEFAULT_STEPS: int = budget(fast=600, default=3000)
+"""Full-batch Adam steps used by :func:`train_tanh_classifier` unless told otherwise (SPEC 4.1: ~2000-5000)."""
+
+GRID_XLIM: tuple[float, float] = (-1.5, 2.5)
+GRID_YLIM: tuple[float, float] = (-1.0, 1.5)
+
+
+class TanhClassifier(nn.Module):
+    """Binary classifier with tanh hidden layers and a sigmoid output (thesis eqs. 2.1-2.5, Fig 2.4).
+
+    Args:
+        in_dim: input dimension (2 for the half-moons).
+        hidden: widths of the hidden layers; the default ``(10, 2)`` makes the last one plottable.
+    """
+
+    def __init__(self, in_dim: int = 2, hidden: Sequence[int] = (10, 2)):
+        super().__init__()
+        if not hidden or any(int(h) < 1 for h in hidden):
+            raise ValueError(f"hidden must list at least one positive layer width, got {hidden!r}")
+        widths = [int(in_dim), *map(int, hidden)]
+        self.hidden_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.output_layer = nn.Linear(widths[-1], 1)
+        self.in_dim, self.hidden_dims = int(in_dim), tuple(widths[1:])
+
+    def representations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """All hidden activations ``[h^(1), ..., h^(L-1)]`` (eq. 2.2), each of shape ``(..., width)``."""
+        if x.shape[-1] != self.in_dim:
+            raise ValueError(f"inputs must have {self.in_dim} features in the last axis, got shape {tuple(x.shape)}")
+        hs, h = [], x
+        for layer in self.hidden_layers:
+            h = torch.tanh(layer(h))
+            hs.append(h)
+        return hs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logit ``W^(L) h^(L-1) + b^(L)``; ``sigmoid`` of it is ``y_hat`` of eq. 2.3. Shape ``(...,)``."""
+        return self.output_layer(self.representations(x)[-1]).squeeze(-1)
+
+    def p_y_given_x(self, x: torch.Tensor) -> Bernoulli:
+        """The model's predictive distribution ``Bernoulli(y_hat(x))`` (the output of eq. 2.3 with g = sigmoid)."""
+        return Bernoulli(logits=self(x))
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Bernoulli cross-entropy (eq. 2.10), averaged over the points instead of summed."""
+        return -self.p_y_given_x(x).log_prob(y.to(x.dtype)).mean()
+
+    @torch.no_grad()
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Fraction of points whose predicted class (``y_hat > 0.5``) equals the label."""
+        return float(((self(x) > 0).long() == y.long()).float().mean())
+
+
+@dataclass
+class TrainRecord:
+    """What :func:`train_tanh_classifier` remembers: loss/accuracy after every step and parameter snapshots.
+
+    ``snapshots[s]`` holds the parameters after ``s`` Adam updates (``s = 0`` is the initialisation).
+    """
+
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    hidden: tuple[int, ...] = (10, 2)
+    in_dim: int = 2
+
+    @property
+    def snapshot_steps(self) -> list[int]:
+        return sorted(self.snapshots)
+
+    def model_at(self, step: int) -> TanhClassifier:
+        """A fresh network carrying the parameters recorded at ``step``."""
+        if step not in self.snapshots:
+            raise KeyError(f"no snapshot at step {step}; recorded steps: {self.snapshot_steps}")
+        net = TanhClassifier(self.in_dim, self.hidden)
+        net.load_state_dict(self.snapshots[step])
+        return net
+
+
+def snapshot_schedule(steps: int, n_frames: int, power: float = 2.0) -> list[int]:
+    """``n_frames`` (or fewer, after removing repeats) step numbers from 0 to ``steps``, denser at the start.
+
+    Step ``round(steps * (i / (n_frames - 1)) ** power)``: with ``power=2`` a quarter of the frames fall in the first
+    6 % of training, where the hidden representation moves fastest.
+    """
+    if steps < 0 or n_frames < 2:
+        raise ValueError(f"need steps >= 0 and n_frames >= 2, got steps={steps}, n_frames={n_frames}")
+    grid = np.linspace(0.0, 1.0, n_frames) ** power
+    return sorted({int(round(steps * g)) for g in grid})
+
+
+def train_tanh_classifier(x: torch.Tensor, y: torch.Tensor, steps: int = DEFAULT_STEPS, lr: float = 1e-2,
+                          hidden: Sequence[int] = (10, 2), seed: int = 0, snapshot_at: Sequence[int] = (),
+                          net: TanhClassifier | None = None) -> tuple[TanhClassifier, TrainRecord]:
+    """Full-batch Adam on the Bernoulli cross-entropy (eq. 2.10), as in SPEC 4.1.
+
+    Args:
+        x: inputs ``(N, in_dim)``, float; y: labels ``(N,)`` in {0, 1}.
+        steps: number of Adam updates (default :data:`DEFAULT_STEPS`, which follows the FAST budget).
+        lr: Adam learning rate (1e-2 in SPEC 4.1).
+        hidden: hidden widths of a new network (ignored when ``net`` is given).
+        seed: seeds the initialisation of a new network.
+        snapshot_at: steps (0 = before training) at which to store a copy of the parameters.
+        net: continue training this network instead of a fresh one.
+
+    Returns:
+        ``(net, record)``: the trained network and a :class:`TrainRecord`.
+    """
+    if x.dim() != 2 or len(x) != len(y):
+        raise ValueError(f"need x of shape (N, d) and y of shape (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"x must be a float tensor, got {x.dtype}; use x.float()")
+    bad = [s for s in snapshot_at if not 0 <= int(s) <= steps]
+    if bad:
+        raise ValueError(f"snapshot steps {bad} lie outside 0..{steps}; ask for steps within the training run")
+    if net is None:
+        torch.manual_seed(seed)
+        net = TanhClassifier(x.shape[1], hidden)
+    net = net.to(device=x.device, dtype=x.dtype)
+    y = y.to(x.device)
+    wanted = {int(s) for s in snapshot_at}
+    record = TrainRecord(hidden=net.hidden_dims, in_dim=net.in_dim)
+    optimiser = torch.optim.Adam(net.parameters(), lr=lr)
+
+    def remember(step: int) -> None:
+        if step in wanted:
+            record.snapshots[step] = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+    remember(0)
+    for step in range(1, steps + 1):
+        optimiser.zero_grad()
+        loss = net.loss(x, y)
+        loss.backward()
+        optimiser.step()
+        record.loss.append(float(loss))
+        record.accuracy.append(net.accuracy(x, y))
+        remember(step)
+    return net, record
+
+
+def mesh_grid_lines(xlim: tuple[float, float] = GRID_XLIM, ylim: tuple[float, float] = GRID_YLIM, n_lines: int = 20,
+                    n_points: int = 200) -> torch.Tensor:
+    """A regular mesh grid as densely sampled polylines, shape ``(2 * n_lines, n_points, 2)`` (thesis Fig 2.4a).
+
+    The first ``n_lines`` are vertical lines ``x1 = const``, the rest horizontal lines ``x2 = const``; each line is
+    sampled at ``n_points`` points so that its curved image under the network can be drawn.
+    """
+    if n_lines < 2 or n_points < 2:
+        raise ValueError(f"need n_lines >= 2 and n_points >= 2, got {n_lines}, {n_points}")
+    xs, ys = torch.linspace(*xlim, n_lines), torch.linspace(*ylim, n_lines)
+    along_x2, along_x1 = torch.linspace(*ylim, n_points), torch.linspace(*xlim, n_points)
+    vertical = torch.stack([xs[:, None].expand(n_lines, n_points), along_x2[None].expand(n_lines, n_points)], -1)
+    horizontal = torch.stack([along_x1[None].expand(n_lines, n_points), ys[:, None].expand(n_lines, n_points)], -1)
+    return torch.cat([vertical, horizontal])
+
+
+def tendency_curves(n: int = 200) -> torch.Tensor:
+    """The two noise-free moon centre curves, shape ``(2, n, 2)``: index 0 the lower moon (class 0), 1 the upper
+    moon (class 1), so that ``curves[c]`` belongs to class ``c`` of :func:`dgmlab.data.supervised_moons`."""
+    from dgmlab.data import tendency_lines
+
+    upper, lower = tendency_lines(n)
+    return torch.from_numpy(np.stack([lower, upper]))
+
+
+@torch.no_grad()
+def push_through(net: TanhClassifier, points, layer: int = -1) -> torch.Tensor:
+    """Activations of hidden layer ``layer`` (``-1``: the last, 2-unit one) for ``points`` of shape ``(..., d)``.
+
+    Accepts a tensor or a NumPy array; returns a tensor of shape ``(..., width of that layer)`` on the CPU.
+    """
+    pts = torch.as_tensor(np.asarray(points) if not isinstance(points, torch.Tensor) else points)
+    param = next(net.parameters())
+    hs = net.representations(pts.to(device=param.device, dtype=param.dtype))
+    try:
+        return hs[layer].cpu()
+    except IndexError:
+        raise ValueError(f"layer {layer} does not exist: the network has {len(hs)} hidden layers") from None
+
+
+@dataclass
+class HiddenView:
+    """Data, mesh grid and tendency lines after one network: what one panel of Fig 2.4 shows.
+
+    ``boundary`` is ``(w, b)`` of the output layer, whose zero set ``w . h + b = 0`` is the decision line in the
+    plotted space (only meaningful when the plotted layer is the last hidden layer).
+    """
+
+    points: np.ndarray
+    grid: np.ndarray
+    curves: np.ndarray
+    boundary: tuple[np.ndarray, float] | None = None
+    step: int | None = None
+    accuracy: float | None = None
+
+
+def hidden_view(net: TanhClassifier | None, x: torch.Tensor, grid: torch.Tensor, curves: torch.Tensor,
+                layer: int = -1, step: int | None = None, y: torch.Tensor | None = None) -> HiddenView:
+    """Push data, grid and tendency curves through ``net`` (``None``: stay in input space) into a :class:`HiddenView`."""
+    if net is None:
+        return HiddenView(x.numpy(), grid.numpy(), curves.numpy(), step=step)
+    last = layer in (-1, len(net.hidden_layers) - 1)
+    boundary = None
+    if last:
+        w = net.output_layer.weight.detach().cpu().numpy()[0]
+        boundary = (w, float(net.output_layer.bias.detach().cpu()[0]))
+    acc = net.accuracy(x, y) if y is not None else None
+    return HiddenView(push_through(net, x, layer).numpy(), push_through(net, grid, layer).numpy(),
+                      push_through(net, curves, layer).numpy(), boundary, step, acc)
+
+
+CLASS_COLOURS = ("tab:red", "tab:blue")  # class 0 (lower moon), class 1 (upper moon)
+
+
+def _boundary_segment(boundary, lim: float = 1.2) -> np.ndarray:
+    """Two end points of the line ``w . h + b = 0`` across the box ``[-lim, lim]^2`` (or NaNs when ``w = 0``)."""
+    (w1, w2), b = boundary
+    if abs(w2) >= abs(w1) and w2 != 0:
+        h1 = np.array([-lim, lim])
+        return np.stack([h1, -(w1 * h1 + b) / w2], 1)
+    if w1 != 0:
+        h2 = np.array([-lim, lim])
+        return np.stack([-(w2 * h2 + b) / w1, h2], 1)
+    return np.full((2, 2), np.nan)
+
+
+def draw_view(ax, view: HiddenView, y, *, title: str = "", hidden: bool = True, point_size: float = 4.0):
+    """Draw one Fig 2.4 panel on ``ax``: grey mesh grid, data coloured by class, the two tendency lines in black/dashed
+    (and, in hidden space, the output layer's decision line in green). Returns the artists, for animation."""
+    from matplotlib.collections import LineCollection
+
+    y = np.asarray(y)
+    grid = LineCollection(list(view.grid), colors="0.6", linewidths=0.5, zorder=1)
+    ax.add_collection(grid)
+    scatter = ax.scatter(view.points[:, 0], view.points[:, 1], c=[CLASS_COLOURS[int(c)] for c in y], s=point_size,
+                         alpha=0.6, linewidths=0, zorder=2)
+    curve_lines = [ax.plot(*view.curves[c].T, color="k", lw=2.2, ls=ls, zorder=3,
+                           label=f"tendency line, class {c} ({'upper' if c else 'lower'} moon)")[0]
+                   for c, ls in ((0, "--"), (1, "-"))]
+    boundary_line, = ax.plot([], [], color="tab:green", lw=1.5, zorder=4, label="decision line of the output layer")
+    if hidden and view.boundary is not None:
+        boundary_line.set_data(*_boundary_segment(view.boundary).T)
+    if hidden:
+        ax.set(xlim=(-1.1, 1.1), ylim=(-1.1, 1.1), xlabel="hidden unit $h^{(2)}_1$", ylabel="hidden unit $h^{(2)}_2$")
+    else:
+        ax.set(xlim=(GRID_XLIM[0] - 0.1, GRID_XLIM[1] + 0.1), ylim=(GRID_YLIM[0] - 0.1, GRID_YLIM[1] + 0.1),
+               xlabel="input $x_1$", ylabel="input $x_2$")
+    ax.set_aspect("equal")
+    ax.set_title(title)
+    return {"grid": grid, "scatter": scatter, "curves": curve_lines, "boundary": boundary_line}
+
+
+def training_animation(views: Sequence[HiddenView], y, *, figsize=(4.2, 4.2), dpi: int = 70, interval: int = 150):
+    """A matplotlib ``FuncAnimation`` of the hidden-space picture over ``views`` (one per training snapshot).
+
+    Render it for a static page with ``anim.to_jshtml()``; all frames are precomputed, so no kernel is needed.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation
+
+    if not views:
+        raise ValueError("need at least one view to animate; record snapshots with train_tanh_classifier(snapshot_at=...)")
+    fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
+    artists = draw_view(ax, views[0], y, point_size=3.0)
+    ax.legend(loc="lower left", fontsize=6, framealpha=0.8)
+
+    def update(i: int):
+        v = views[i]
+        artists["grid"].set_segments(list(v.grid))
+        artists["scatter"].set_offsets(v.points)
+        for line, curve in zip(artists["curves"], v.curves):
+            line.set_data(*curve.T)
+        if v.boundary is not None:
+            artists["boundary"].set_data(*_boundary_segment(v.boundary).T)
+        acc = "" if v.accuracy is None else f", train accuracy {100 * v.accuracy:.1f} %"
+        ax.set_title(f"hidden layer after {v.step} Adam steps{acc}", fontsize=8)
+        return [artists["grid"], artists["scatter"], *artists["curves"], artists["boundary"]]
+
+    update(0)
+    anim = FuncAnimation(fig, update, frames=len(views), interval=interval, blit=False)
+    plt.close(fig)
+    return anim
+
