@@ -135,7 +135,7 @@ def _train(args) -> int:
             raise SystemExit(f"error: {ckpt} already exists; pass --resume to continue it or --fresh to start over")
         else:
             load_checkpoint(ckpt, expect=args.model)
-    command = "python -m dgmlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "python -m dgmlab " + " ".join(shlex.quote(a) for a in args.argv)
     start = time.perf_counter()
     history = fit(model, data, cfg, checkpoint=ckpt, data_info=data_info)
     wall = time.perf_counter() - start
@@ -180,7 +180,7 @@ def _eval(args) -> int:
             ll = torch.cat([model.log_likelihood(xb, k=args.iw, chunk=args.chunk) for xb in x.split(100)])
         results[f"test_log_likelihood_iw{args.iw}"] = ll.mean().item()
     wall = time.perf_counter() - start
-    record = {"command": "python -m dgmlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    record = {"command": "python -m dgmlab " + " ".join(shlex.quote(a) for a in args.argv),
               "checkpoint": str(args.checkpoint), "iw": args.iw, "seed": args.seed, "device": str(device),
               "machine": machine_description(device), "n_test": len(data.x_test),
               "wall_clock_s": round(wall, 2), **results}
@@ -195,7 +195,9 @@ def _eval(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         if args.command == "train":
             return _train(args)

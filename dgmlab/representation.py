@@ -29,7 +29,7 @@ from torch.distributions import Bernoulli
 
 from dgmlab.runtime import budget
 
-DEFAULT_STEPS: int = budget(fast=600, default=3000)
+DEFAULT_STEPS: int = budget(fast=600, default=2000)
 """Full-batch Adam steps used by :func:`train_tanh_classifier` unless told otherwise (SPEC 4.1: ~2000-5000)."""
 
 GRID_XLIM: tuple[float, float] = (-1.5, 2.5)
@@ -83,9 +83,10 @@ class TanhClassifier(nn.Module):
 
 @dataclass
 class TrainRecord:
-    """What :func:`train_tanh_classifier` remembers: loss/accuracy after every step and parameter snapshots.
+    """What :func:`train_tanh_classifier` remembers: training loss/accuracy at every step and parameter snapshots.
 
-    ``snapshots[s]`` holds the parameters after ``s`` Adam updates (``s = 0`` is the initialisation).
+    ``loss[s]`` and ``accuracy[s]`` are measured on the training set with the parameters after ``s`` Adam updates
+    (``s = 0 .. steps``); ``snapshots[s]`` holds those parameters for the requested steps (``s = 0``: initialisation).
     """
 
     loss: list[float] = field(default_factory=list)
@@ -157,14 +158,18 @@ def train_tanh_classifier(x: torch.Tensor, y: torch.Tensor, steps: int = DEFAULT
             record.snapshots[step] = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
     remember(0)
-    for step in range(1, steps + 1):
+    for step in range(steps):
         optimiser.zero_grad()
-        loss = net.loss(x, y)
+        logits = net(x)
+        loss = -Bernoulli(logits=logits).log_prob(y.to(x.dtype)).mean()  # eq. 2.10, averaged
+        record.loss.append(float(loss.detach()))
+        record.accuracy.append(float(((logits.detach() > 0).long() == y.long()).float().mean()))
         loss.backward()
         optimiser.step()
-        record.loss.append(float(loss))
-        record.accuracy.append(net.accuracy(x, y))
-        remember(step)
+        remember(step + 1)
+    with torch.no_grad():
+        record.loss.append(float(net.loss(x, y)))
+    record.accuracy.append(net.accuracy(x, y))
     return net, record
 
 

@@ -1,0 +1,22 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("DGMLAB_PROGRESS", "0")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+if "DGMLAB_DATA" not in os.environ and (SHARED / "mnist").exists():
+    os.environ["DGMLAB_DATA"] = str(SHARED)
+
+
+def _have_mnist() -> bool:
+    from dgmlab.data.paths import data_dirs
+
+    return any((d / "train-images-idx3-ubyte.gz").exists() for d in data_dirs("mnist"))
+
+
+@pytest.fixture(scope="session")
+def mnist_available():
+    if not _have_mnist():
+        pytest.fail("MNIST not found: set DGMLAB_DATA to a folder holding mnist/*.gz (e.g. ../shared/data)")
+    return True
