@@ -32,7 +32,8 @@ Both readings use ``p(z) = exp(-U(z)) / Z``; the thesis prints ``e^{U(z)}``, whi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Literal, Sequence
 
 import torch
@@ -203,7 +204,7 @@ class GaussianQ(nn.Module):
         per_sample = log_f - log_q_z
         loss = -(beta * log_f - log_q_z).mean()
         return Output(loss, {"log_f": log_f.mean(), "log_q_z": log_q_z.mean(), "bound": per_sample.mean()},
-                      {"bound_std": float(per_sample.std())})
+                      {"bound_std": float(per_sample.detach().std())})
 
 
 class AuxiliaryQ(nn.Module):
@@ -252,7 +253,7 @@ class AuxiliaryQ(nn.Module):
         loss = -(beta * log_f + rest).mean()
         terms = {"log_f": log_f.mean(), "log_p_a_given_z": log_p_a_given_z.mean(), "log_q_a": log_q_a.mean(),
                  "log_q_z_given_a": log_q_z_given_a.mean(), "bound": per_sample.mean()}
-        return Output(loss, terms, {"bound_std": float(per_sample.std())})
+        return Output(loss, terms, {"bound_std": float(per_sample.detach().std())})
 
 
 FAMILIES = {"gaussian": GaussianQ, "auxiliary": AuxiliaryQ}
@@ -290,14 +291,17 @@ def estimate_bound(q: GaussianQ | AuxiliaryQ, target: Potential, n: int = 100_00
 
 @dataclass
 class ModeCoverage:
-    """Where the samples of a fit sit. A mode is *covered* when at least ``min_fraction`` of the samples lie within
-    ``radius`` of its centre; ``covers_all`` is True when every mode of the target is covered (both modes for the
-    ring reading, all four for the literal one)."""
+    """Where the samples of a fit sit. ``fractions[k]`` is the share of samples within ``radius`` of mode ``k``;
+    mode ``k`` is *covered* when ``fractions[k] >= thresholds[k]``. ``covers_all`` is True when every mode of the
+    target is covered (both modes for the ring reading, all four for the literal one)."""
 
     fractions: list[float]  # per mode, in the order of Potential.modes
-    covered: list[bool]
+    thresholds: list[float]
     radius: float
-    min_fraction: float
+
+    @property
+    def covered(self) -> list[bool]:
+        return [f >= t for f, t in zip(self.fractions, self.thresholds)]
 
     @property
     def n_covered(self) -> int:
@@ -308,29 +312,37 @@ class ModeCoverage:
         return all(self.covered)
 
 
-def mode_coverage(z: torch.Tensor, target: Potential, radius: float = 1.0, min_fraction: float = 0.1) -> ModeCoverage:
-    """Fraction of the samples ``z`` (shape ``(n, 2)``) within ``radius`` of each mode centre, and which modes are
-    covered (fraction >= ``min_fraction``). The exact target puts about half of its mass near each ring mode, so 0.1 is
-    far above what a one-mode fit leaks into the other mode and far below what a two-mode fit puts there."""
-    _check_z(z)
-    if not 0 < min_fraction < 1:
-        raise ValueError(f"min_fraction must lie in (0, 1), got {min_fraction}")
-    centres = target.modes.to(device=z.device, dtype=z.dtype)
-    near = torch.cdist(z.reshape(-1, 2), centres) <= radius  # (n, n_modes)
-    fractions = near.to(z.dtype).mean(0).tolist()
-    return ModeCoverage(fractions, [f >= min_fraction for f in fractions], radius, min_fraction)
-
-
-def exact_mode_fractions(target: Potential, radius: float = 1.0, lim: float = 7.0, n: int = 1401) -> list[float]:
-    """The probability mass of the exact ``p(z)`` within ``radius`` of each mode (grid quadrature), for reference."""
+@lru_cache(maxsize=16)
+def exact_mode_fractions(target: Potential, radius: float = 1.0, lim: float = 7.0, n: int = 701) -> tuple[float, ...]:
+    """The probability mass of the exact ``p(z)`` within ``radius`` of each mode (grid quadrature), for reference:
+    about 0.24 per mode for the ring reading and 0.21 for the literal one with ``radius=1``."""
     h = 2 * lim / n
     axis = torch.linspace(-lim + h / 2, lim - h / 2, n, dtype=torch.float64)
     z1, z2 = torch.meshgrid(axis, axis, indexing="xy")
     z = torch.stack([z1, z2], dim=-1).reshape(-1, 2)
     w = torch.softmax(target.log_f(z), dim=0)
     near = torch.cdist(z, target.modes.to(torch.float64)) <= radius
-    return (w[:, None] * near).sum(0).tolist()
+    return tuple((w[:, None] * near).sum(0).tolist())
 
+
+def mode_coverage(z: torch.Tensor, target: Potential, radius: float = 1.0, relative: float = 0.5) -> ModeCoverage:
+    """Share of the samples ``z`` (shape ``(n, 2)``) within ``radius`` of each mode centre, and which modes are
+    covered.
+
+    Criterion: a mode is covered when ``q`` puts at least ``relative`` (default one half) of the mass that the exact
+    ``p(z)`` puts within ``radius`` of it. With ``radius=1`` the exact ring density has 0.24 there, so a mode counts
+    as found when at least 12 % of the samples land near it. A one-mode fit leaks almost nothing into the other mode,
+    and a broad Gaussian smeared over both modes (a poor local optimum) puts only about 10 % near each: neither
+    counts as covering both.
+    """
+    _check_z(z)
+    if not 0 < relative <= 1:
+        raise ValueError(f"relative must lie in (0, 1], got {relative}")
+    centres = target.modes.to(device=z.device, dtype=z.dtype)
+    near = torch.cdist(z.reshape(-1, 2), centres) <= radius  # (n, n_modes)
+    fractions = near.to(z.dtype).mean(0).tolist()
+    thresholds = [relative * p for p in exact_mode_fractions(target, float(radius))]
+    return ModeCoverage(fractions, thresholds, radius)
 
 # --------------------------------------------------------------------------------------------------------------------
 # Training

@@ -26,6 +26,7 @@ REQUIRED=(
   "mathjax/es5/input/tex/extensions/boldsymbol.js"
   "jupyter-widgets/embed-amd.js"
   "requirejs/require.js"
+  "offline/widgets-offline.js"
 )
 
 check() {
@@ -93,10 +94,12 @@ Created by \`scripts/vendor_assets.sh\` from the npm registry with \`npm pack\`:
 | @jupyter-widgets/html-manager | ${HTML_MANAGER_VERSION} | dist/embed-amd.js, dist/*.woff2 (Font Awesome) |
 | requirejs | ${REQUIREJS_VERSION} | require.js |
 
-Each keeps its upstream licence file beside it. \`_config.yml\` serves this folder through \`html_static_path\`,
+Each keeps its upstream licence file beside it. \`offline/\` holds our own glue code (kept when this script runs). \`_config.yml\` serves this folder through \`html_static_path\`,
 so in the built site these files live under \`_static/\`.
 EOF
 
+# Keep our own files (_vendor/offline/: not from npm), replace the rest.
+if [[ -d "$DEST/offline" ]]; then cp -r "$DEST/offline" "$NEW/offline"; fi
 rm -rf "$DEST.old"
 if [[ -d "$DEST" ]]; then mv "$DEST" "$DEST.old"; fi
 mv "$NEW" "$DEST"

@@ -289,7 +289,8 @@ class VAE(LatentVariableModel):
 
         ``iw == 1``: ``E_q log p(x|z) - T * KL`` (analytic KL, ``mc`` samples). ``iw > 1``: the bound (3.31) with
         ``log w = log p(x|z) + T * (log p(z) - log q(z|x))``, averaged over ``mc`` independent draws. ``terms`` are
-        the untempered ELBO pieces (and ``iw_bound``), averaged over the batch.
+        the untempered ELBO pieces (and ``iw_bound``), averaged over the batch; ``metrics`` repeats them as floats
+        beside the temperature.
         """
         x = batch["x"]
         c = self.config
@@ -303,8 +304,10 @@ class VAE(LatentVariableModel):
         else:
             bound = objectives.iw_bound(log_px_z + temp * (log_pz - log_qz), dim=1).mean(0)
             terms["iw_bound"] = objectives.iw_bound(log_px_z + log_pz - log_qz, dim=1).mean(0)
-        return Output(loss=-bound.mean(), terms={k: v.mean().detach() for k, v in terms.items()},
-                      metrics={"temperature": temp})
+        terms = {k: v.mean().detach() for k, v in terms.items()}
+        # the training loop logs metrics (as train_<name>), so the bound's pieces go there too
+        return Output(loss=-bound.mean(), terms=terms,
+                      metrics={"temperature": temp, **{k: float(v) for k, v in terms.items()}})
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000,

@@ -30,7 +30,7 @@ _CSS = """
   image-rendering:crisp-edges;image-rendering:pixelated}
 .dgmx-title{font-weight:600;margin-bottom:.3em}
 .dgmx-body{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
-.dgmx-side{display:flex;flex-direction:column;gap:6px;min-width:180px}
+.dgmx-side{display:flex;flex-direction:column;gap:6px;flex:1 1 200px;min-width:180px;max-width:100%}
 .dgmx-readout{font-variant-numeric:tabular-nums;min-height:1.4em}
 .dgmx-help{font-size:11px;opacity:.75;max-width:320px}
 .dgmx-plot{display:inline-grid;grid-template-columns:auto auto;font-size:11px}
@@ -44,24 +44,24 @@ _CSS = """
 .dgmx-map.dgmx-points{background:#fff}
 .dgmx-map.dgmx-points .dgmx-grid{opacity:.3}
 .dgmx-map.dgmx-points .dgmx-scatter{display:block}
-.dgmx-box{position:absolute;pointer-events:none;display:none;border:2px solid %(accent)s}
+.dgmx-box{position:absolute;pointer-events:none;display:none;border:2px solid __ACCENT__}
 .dgmx-hov{border-style:dashed}
 .dgmx-buttons button{font:inherit;font-size:12px;padding:1px 8px;margin-right:4px;border:1px solid #888;
   border-radius:3px;background:transparent;color:inherit;cursor:pointer}
-.dgmx-buttons button[aria-pressed=true]{background:%(accent)s;border-color:%(accent)s;color:#fff}
+.dgmx-buttons button[aria-pressed=true]{background:__ACCENT__;border-color:__ACCENT__;color:#fff}
 .dgmx-legend{display:flex;flex-wrap:wrap;gap:2px 10px;font-size:11px;max-width:320px}
-.dgmx-sw{display:inline-block;width:9px;height:9px;border-radius:50%%;margin-right:3px;vertical-align:middle}
+.dgmx-sw{display:inline-block;width:9px;height:9px;border-radius:50%;margin-right:3px;vertical-align:middle}
 .dgmx-rows{display:flex;flex-direction:column;gap:1px}
 .dgmx-row{display:flex;gap:1px;padding:2px;border-radius:3px;cursor:pointer;border:2px solid transparent}
 .dgmx-row:hover{border-color:rgba(128,128,128,.6);border-style:dashed}
-.dgmx-row.dgmx-on{border-color:%(accent)s;border-style:solid}
+.dgmx-row.dgmx-on{border-color:__ACCENT__;border-style:solid}
 .dgmx-head{cursor:default}
 .dgmx-head:hover{border-color:transparent}
 .dgmx-head div{font-size:10px;text-align:center;overflow:hidden;white-space:nowrap}
 .dgmx-gap{margin-right:6px}
 .dgmx-strip{display:flex;flex-wrap:wrap;gap:4px}
 .dgmx-strip figure{margin:0;display:flex;flex-direction:column;align-items:center;font-size:11px}
-""" % {"accent": ACCENT}
+""".replace("__ACCENT__", ACCENT)
 
 _JS_COMMON = """
   function boot(init) {
@@ -296,7 +296,7 @@ def class_view_html(thumbs: np.ndarray, class_names: list[str], style_names: lis
     big = (big_px, round(big_px * h / w))
     small = (thumb_px, round(thumb_px * h / w))
     head_cells = "".join(f'<div style="width:{small[0]}px">{html.escape(n)}</div>' for n in class_names)
-    head_src = f'<div class="dgmx-gap" style="width:{small[0]}px">source</div>' if sources is not None else ""
+    head_src = f'<div class="dgmx-gap" style="width:{small[0]}px" title="source image">src</div>' if sources is not None else ""
     rows = [f'<div class="dgmx-row dgmx-head">{head_src}{head_cells}</div>']
     src_uris = [data_uri(png_bytes(s)) for s in sources] if sources is not None else None
     for r in range(n_styles):

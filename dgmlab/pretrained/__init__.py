@@ -1,0 +1,37 @@
+"""Checkpoints that we trained with the CLI and ship with their ``metrics.json`` (command, seed, time, machine).
+
+Default-budget notebooks load them with :func:`load_pretrained`; FAST mode trains a few steps instead.
+Each folder ``dgmlab/pretrained/NAME/`` holds ``model.pt`` and the ``metrics.json`` written by the run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+
+
+def available() -> list[str]:
+    """Names of the shipped checkpoints."""
+    return sorted(p.name for p in ROOT.iterdir() if (p / "model.pt").exists())
+
+
+def path(name: str) -> Path:
+    """Path of a shipped checkpoint's ``model.pt``."""
+    p = ROOT / name / "model.pt"
+    if not p.exists():
+        raise FileNotFoundError(f"no shipped checkpoint {name!r}; available: {', '.join(available()) or 'none'}")
+    return p
+
+
+def metrics(name: str) -> dict:
+    """The ``metrics.json`` that the training run of ``name`` wrote (and ``eval`` updated)."""
+    return json.loads((path(name).parent / "metrics.json").read_text())
+
+
+def load_pretrained(name: str, expect: str | None = None, device=None):
+    """Load a shipped checkpoint as a model in eval mode (``weights_only=True``)."""
+    from dgmlab.checkpoints import load_model
+
+    return load_model(path(name), expect=expect, device=device)

@@ -1,0 +1,927 @@
+"""Automatic checks for the dgmlab labs (labs/src/*.ipynb).
+
+Every exercise in a lab is followed by a check cell that calls one ``check_*`` function of this module with the
+student's function. A check runs the student's code on several random inputs, compares the result with a reference
+(a finite-difference estimate, torch autograd or ``torch.distributions``) and either prints a short confirmation or
+raises ``AssertionError`` with a message that says what is wrong and what to try. A stub that still raises
+``NotImplementedError`` turns into an ``AssertionError`` saying that the exercise is not done yet, with its hint.
+
+The module depends only on NumPy and PyTorch (not on dgmlab), so that ``labs/student/`` can be handed out as a
+self-contained folder. The reference implementations below are visible to anyone who opens this file: the checks are
+for learning, not for exams (see book/instructors.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Bernoulli, Normal, kl_divergence
+
+__all__ = [
+    "check_forward", "check_bce_loss", "check_backward", "check_numerical_gradient", "check_autograd_gradients",
+    "check_training", "check_softmax", "check_softmax_cross_entropy",
+    "check_reparameterised_sample", "check_gaussian_kl", "check_bernoulli_log_likelihood", "check_vae_loss",
+    "check_labelled_bound", "check_unlabelled_bound", "check_hand_computed_case", "check_m2_loss", "check_alpha",
+    "TinyVAE", "TinyM2",
+]
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Shared helpers
+# ----------------------------------------------------------------------------------------------------------------------
+
+_STUB_MESSAGE = "replace the `raise NotImplementedError(...)` line with your code"
+
+
+def _innermost_function(err: BaseException) -> str:
+    tb = err.__traceback__
+    name = "?"
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_name
+        tb = tb.tb_next
+    return name
+
+
+def _call(exercise: str, fn: Callable, *args, **kwargs):
+    """Call the student's ``fn``; an unfinished stub becomes an AssertionError that names the exercise and its hint."""
+    __tracebackhide__ = True  # IPython hides this frame from the traceback
+    if not callable(fn):
+        raise AssertionError(f"Exercise {exercise}: expected a function, got {type(fn).__name__}; pass the function "
+                             f"itself (no parentheses) to the check")
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError as err:
+        hint = str(err).strip() or "read the exercise text above"
+        where = _innermost_function(err)
+        own = getattr(fn, "__name__", where)
+        if where in (own, "?"):
+            msg = f"Exercise {exercise} is not implemented yet: {_STUB_MESSAGE} in `{own}`. Hint: {hint}"
+        else:
+            msg = (f"Exercise {exercise} is not implemented yet: `{own}` calls `{where}`, which still raises "
+                   f"NotImplementedError; {_STUB_MESSAGE} there first. Hint: {hint}")
+        raise AssertionError(msg) from None
+
+
+def _keeps_rng(check: Callable) -> Callable:
+    """Run a check without disturbing the notebook's random state (checks draw their own random inputs)."""
+
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        __tracebackhide__ = True
+        np_state = np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            try:
+                return check(*args, **kwargs)
+            finally:
+                np.random.set_state(np_state)
+
+    return wrapper
+
+
+def _fail(exercise: str, message: str):
+    __tracebackhide__ = True
+    raise AssertionError(f"Exercise {exercise}: {message}")
+
+
+def _passed(exercise: str, message: str) -> None:
+    print(f"\u2714 Exercise {exercise} passed: {message}")
+
+
+def _np(value, exercise: str, what: str) -> np.ndarray:
+    """A student's result as a float64 NumPy array (torch tensors are accepted too)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        _fail(exercise, f"{what} should be an array of numbers, got {type(value).__name__}")
+    return arr
+
+
+def _rel(a, b) -> float:
+    """Relative difference ``||a - b|| / max(||a||, ||b||)`` (0 when both are 0)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = max(np.linalg.norm(a), np.linalg.norm(b), 1e-300)
+    return float(np.linalg.norm(a - b) / scale)
+
+
+def _shape(arr: np.ndarray, expected: tuple, exercise: str, what: str, fix: str = "") -> None:
+    if tuple(arr.shape) != tuple(expected):
+        _fail(exercise, f"{what} has shape {tuple(arr.shape)}, expected {tuple(expected)}. {fix}".rstrip())
+
+
+def _t(value, exercise: str, what: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        _fail(exercise, f"{what} should be a torch.Tensor, got {type(value).__name__}; build it with torch "
+                        f"operations so that gradients can flow")
+    return value
+
+
+def _close_t(a: torch.Tensor, b: torch.Tensor, tol: float) -> bool:
+    return _rel(a.detach().double().cpu().numpy(), b.detach().double().cpu().numpy()) < tol
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Lab 1: backpropagation from scratch (thesis eqs. 2.1-2.7, 2.10-2.12)
+# ----------------------------------------------------------------------------------------------------------------------
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -a))
+
+
+def _ref_forward(params: dict, X: np.ndarray):
+    a1 = X @ params["W1"] + params["b1"]
+    h = np.tanh(a1)
+    a2 = h @ params["W2"] + params["b2"]
+    return _sigmoid(a2[:, 0]), h
+
+
+def _ref_bce(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def _ref_loss(params: dict, X: np.ndarray, y: np.ndarray) -> float:
+    return _ref_bce(_ref_forward(params, X)[0], y)
+
+
+def _backward_variants(params: dict, X: np.ndarray, y: np.ndarray) -> dict[str, dict]:
+    """The correct gradients and the gradients of common mistakes, each mapped to the advice that fixes it."""
+    p, h = _ref_forward(params, X)
+    n = len(y)
+
+    def grads(d2, tanh_prime, mean=True):
+        d2 = (d2 / n if mean else d2)[:, None]
+        dh = d2 @ params["W2"].T
+        d1 = dh * tanh_prime
+        return {"W1": X.T @ d1, "b1": d1.sum(0), "W2": h.T @ d2, "b2": d2.sum(0)}
+
+    return {
+        "correct": grads(p - y, 1 - h ** 2),
+        "Did you forget the derivative of tanh, 1 - tanh(a)^2 = 1 - h^2, when passing the error through the hidden "
+        "layer?": grads(p - y, np.ones_like(h)),
+        "The derivative of tanh must be taken at the pre-activation a1: tanh'(a1) = 1 - tanh(a1)^2 = 1 - h^2 "
+        "(you applied it to h itself).": grads(p - y, 1 - np.tanh(h) ** 2),
+        "Your gradients are N times too large: the loss is the MEAN over the N points, so dL/da2 = (p - y) / N.":
+            grads(p - y, 1 - h ** 2, mean=False),
+        "Your gradients have the wrong sign: dL/da2 = p - y (prediction minus target), not y - p.":
+            grads(y - p, 1 - h ** 2),
+        "The sigmoid's derivative p(1 - p) cancels against the derivative of the cross-entropy: dL/da2 = (p - y)/N "
+        "with no extra p(1 - p) factor.": grads((p - y) * p * (1 - p), 1 - h ** 2),
+    }
+
+
+def _finite_difference(f: Callable[[], float], theta: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    grad = np.zeros_like(theta)
+    for idx in np.ndindex(theta.shape):
+        old = theta[idx]
+        theta[idx] = old + eps
+        fp = f()
+        theta[idx] = old - eps
+        fm = f()
+        theta[idx] = old
+        grad[idx] = (fp - fm) / (2 * eps)
+    return grad
+
+
+def _random_mlp(rng: np.random.Generator, d: int = 2, h: int = 5) -> dict:
+    return {"W1": rng.normal(0, 1.0, (d, h)), "b1": rng.normal(0, 0.5, h),
+            "W2": rng.normal(0, 1.0, (h, 1)), "b2": rng.normal(0, 0.5, 1)}
+
+
+@_keeps_rng
+def check_forward(forward: Callable, seed: int = 0) -> None:
+    """Exercise 1a: ``forward(params, X) -> (p, cache)`` of the 2 -> tanh -> sigmoid network (eqs. 2.1-2.5)."""
+    __tracebackhide__ = True
+    ex = "1a"
+    rng = np.random.default_rng(seed)
+    for trial in range(3):
+        params, X = _random_mlp(rng), rng.normal(size=(7, 2))
+        out = _call(ex, forward, {k: v.copy() for k, v in params.items()}, X.copy())
+        if not (isinstance(out, tuple) and len(out) == 2):
+            _fail(ex, "forward must return a pair (p, cache); keep the `return p, {...}` line of the template")
+        p = _np(out[0], ex, "p")
+        want, h = _ref_forward(params, X)
+        if p.shape == (7, 1):
+            _fail(ex, "p has shape (N, 1); return a vector of shape (N,), e.g. sigmoid(a2[:, 0]) or a2.ravel()")
+        _shape(p, (7,), ex, "p")
+        if _rel(p, want) < 1e-8:
+            continue
+        a2 = h @ params["W2"] + params["b2"]
+        relu_p = _sigmoid((np.maximum(X @ params["W1"] + params["b1"], 0) @ params["W2"] + params["b2"])[:, 0])
+        nobias_p = _sigmoid((np.tanh(X @ params["W1"]) @ params["W2"])[:, 0])
+        if _rel(p, a2[:, 0]) < 1e-8:
+            _fail(ex, "you returned the logits a2; apply the sigmoid (eq. 2.4) to get probabilities in (0, 1)")
+        if _rel(p, np.tanh(a2[:, 0])) < 1e-8:
+            _fail(ex, "the output uses tanh; the output unit is a sigmoid, sigma(a) = 1 / (1 + exp(-a)) (eq. 2.4)")
+        if _rel(p, relu_p) < 1e-8:
+            _fail(ex, "the hidden layer uses ReLU; this lab's network uses tanh in the hidden layer (eq. 2.5)")
+        if _rel(p, nobias_p) < 1e-8:
+            _fail(ex, "the biases b1 and b2 are missing: a1 = X @ W1 + b1, a2 = h @ W2 + b2")
+        if np.any(p < 0) or np.any(p > 1):
+            _fail(ex, "some outputs lie outside [0, 1]; the last step must be the sigmoid")
+        _fail(ex, f"p differs from the reference by {_rel(p, want):.3g} (relative) on random inputs (trial {trial}). "
+                  f"Compute a1 = X @ W1 + b1, h = tanh(a1), a2 = h @ W2 + b2, p = sigmoid(a2) with X of shape (N, 2).")
+    _passed(ex, "the forward pass matches the reference on 3 random networks")
+
+
+@_keeps_rng
+def check_bce_loss(bce_loss: Callable, seed: int = 0) -> None:
+    """Exercise 1b: mean Bernoulli cross-entropy (eq. 2.10, divided by N)."""
+    __tracebackhide__ = True
+    ex = "1b"
+    rng = np.random.default_rng(seed)
+    for _ in range(3):
+        n = 9
+        p, y = rng.uniform(0.05, 0.95, n), rng.integers(0, 2, n).astype(float)
+        got = _np(_call(ex, bce_loss, p.copy(), y.copy()), ex, "the loss")
+        if got.shape != ():
+            _fail(ex, f"the loss should be a single number, got shape {got.shape}; average over the points")
+        want = _ref_bce(p, y)
+        got = float(got)
+        if abs(got - want) < 1e-9 * max(1.0, abs(want)):
+            continue
+        if abs(got + want) < 1e-9:
+            _fail(ex, "your loss has the wrong sign: it is MINUS the mean log-likelihood, so it is positive")
+        if abs(got - n * want) < 1e-8:
+            _fail(ex, "you summed over the points; this lab uses the mean (divide by N) so the learning rate does "
+                      "not depend on the batch size")
+        if abs(got - float(-np.mean(y * np.log(p)))) < 1e-9:
+            _fail(ex, "the (1 - y) log(1 - p) term is missing: the negative class contributes too (eq. 2.10)")
+        _fail(ex, f"loss {got:.6f} differs from the reference {want:.6f}; "
+                  f"L = -mean(y * log(p) + (1 - y) * log(1 - p))")
+    _passed(ex, "the loss matches the reference on random inputs")
+
+
+@_keeps_rng
+def check_backward(backward: Callable, seed: int = 0) -> None:
+    """Exercise 1c: gradients of every parameter, compared with central finite differences of the loss."""
+    __tracebackhide__ = True
+    ex = "1c"
+    rng = np.random.default_rng(seed)
+    for trial in range(3):
+        params, X = _random_mlp(rng), rng.normal(size=(6, 2))
+        y = rng.integers(0, 2, 6).astype(float)
+        p, h = _ref_forward(params, X)
+        cache = {"X": X.copy(), "h": h.copy(), "p": p.copy()}
+        grads = _call(ex, backward, {k: v.copy() for k, v in params.items()}, cache, y.copy())
+        if not isinstance(grads, dict):
+            _fail(ex, f"backward must return a dict {{'W1': ..., 'b1': ..., 'W2': ..., 'b2': ...}}, "
+                      f"got {type(grads).__name__}")
+        missing = [k for k in params if k not in grads]
+        if missing:
+            _fail(ex, f"the gradient dict lacks {missing}; return one gradient per parameter")
+        got = {k: _np(grads[k], ex, f"grads['{k}']") for k in params}
+        for k in params:
+            fix = {"W1": "use X.T @ delta1 (shape (2, H))", "W2": "use h.T @ delta2 (shape (H, 1))",
+                   "b1": "sum delta1 over the batch axis: delta1.sum(axis=0)",
+                   "b2": "sum delta2 over the batch axis: delta2.sum(axis=0)"}[k]
+            if got[k].ndim != params[k].ndim and got[k].size == params[k].size:
+                got[k] = got[k].reshape(params[k].shape)  # e.g. (H,) for W2 of shape (H, 1): the numbers decide
+            _shape(got[k], params[k].shape, ex, f"grads['{k}']",
+                   f"A gradient has the shape of its parameter; {fix}.")
+        numeric = {}
+        for k in params:
+            def f(k=k):
+                return _ref_loss(params, X, y)
+            numeric[k] = _finite_difference(f, params[k])
+        errors = {k: _rel(got[k], numeric[k]) for k in params}
+        if max(errors.values()) < 1e-6:
+            continue
+        variants = _backward_variants(params, X, y)
+        for advice, g in variants.items():
+            if advice != "correct" and all(_rel(got[k], g[k]) < 1e-6 for k in params):
+                worst = max(errors, key=errors.get)
+                _fail(ex, f"your gradient for {worst} differs from the finite-difference estimate by "
+                          f"{errors[worst]:.2g} (relative). {advice}")
+        wrong = [k for k in params if errors[k] >= 1e-6]
+        detail = ", ".join(f"{k}: {errors[k]:.2g}" for k in params)
+        if set(wrong) <= {"W1", "b1"}:
+            advice = ("The output layer is right, so the error is in the hidden layer: delta1 = (delta2 @ W2.T) * "
+                      "(1 - h**2); did you forget the derivative of tanh, 1 - tanh(a)^2?")
+        elif set(wrong) <= {"b1", "b2"}:
+            advice = "Only the biases are wrong: a bias gradient is its layer's delta summed over the batch."
+        else:
+            advice = ("Work backwards from the output: delta2 = (p - y)[:, None] / N, dW2 = h.T @ delta2, "
+                      "db2 = delta2.sum(0), delta1 = (delta2 @ W2.T) * (1 - h**2), dW1 = X.T @ delta1, "
+                      "db1 = delta1.sum(0).")
+        _fail(ex, f"gradients differ from the finite-difference estimate (relative error per parameter: {detail}; "
+                  f"trial {trial}). {advice}")
+    _passed(ex, "all four gradients agree with central finite differences (relative error < 1e-6)")
+
+
+@_keeps_rng
+def check_numerical_gradient(numerical_gradient: Callable, seed: int = 0) -> None:
+    """Exercise 1d: central finite differences ``(f(t + eps) - f(t - eps)) / (2 eps)``, one entry at a time."""
+    __tracebackhide__ = True
+    ex = "1d"
+    rng = np.random.default_rng(seed)
+    theta = rng.uniform(0.5, 1.5, (3, 4))
+    original = theta.copy()
+    eps = 1e-2
+
+    def f(t):
+        return float(np.sum(t ** 3) / 3 + np.sum(t[0] * t[1]))
+
+    exact = theta ** 2
+    exact[0] += theta[1]
+    exact[1] += theta[0]
+    got = _np(_call(ex, numerical_gradient, f, theta, eps), ex, "the numerical gradient")
+    if not np.array_equal(theta, original):
+        _fail(ex, "theta was changed by your function: restore every entry after perturbing it "
+                  "(theta[idx] = old_value), or the next entries are evaluated at the wrong point")
+    _shape(got, theta.shape, ex, "the numerical gradient", "Return an array shaped like theta (np.zeros_like(theta)).")
+    err = _rel(got, exact)
+    if err < 1e-3:
+        _passed(ex, f"central differences reproduce the exact gradient (relative error {err:.1e} with eps = {eps})")
+        return
+    forward_diff = np.zeros_like(theta)
+    for idx in np.ndindex(theta.shape):
+        t = theta.copy()
+        t[idx] += eps
+        forward_diff[idx] = (f(t) - f(theta)) / eps
+    if _rel(got, forward_diff) < 1e-6:
+        _fail(ex, f"you used one-sided differences (f(t + eps) - f(t)) / eps, relative error {err:.1e}. Use central "
+                  f"differences (f(t + eps) - f(t - eps)) / (2 eps): their error shrinks like eps^2, not eps.")
+    if _rel(got, 2 * exact) < 1e-3:
+        _fail(ex, "your gradient is twice the true one: divide f(t + eps) - f(t - eps) by 2 * eps")
+    if _rel(got, exact / 2) < 1e-3:
+        _fail(ex, "your gradient is half the true one: divide f(t + eps) - f(t - eps) by 2 * eps, not 4 * eps")
+    if np.allclose(got, got.flat[0]):
+        _fail(ex, "all entries are equal: perturb ONE entry of theta at a time (loop with np.ndindex(theta.shape))")
+    _fail(ex, f"numerical gradient differs from the exact gradient by {err:.2g} (relative) for f(t) = sum(t^3)/3 + "
+              f"sum(t[0] * t[1]) with eps = {eps}; for each index: save the value, evaluate f at value + eps and "
+              f"value - eps, restore it, and store the difference divided by 2 eps")
+
+
+@_keeps_rng
+def check_autograd_gradients(autograd_gradients: Callable, seed: int = 0) -> None:
+    """Exercise 1e: the same gradients from torch autograd."""
+    __tracebackhide__ = True
+    ex = "1e"
+    rng = np.random.default_rng(seed)
+    for _ in range(2):
+        params, X = _random_mlp(rng), rng.normal(size=(8, 2))
+        y = rng.integers(0, 2, 8).astype(float)
+        grads = _call(ex, autograd_gradients, {k: v.copy() for k, v in params.items()}, X.copy(), y.copy())
+        if not isinstance(grads, dict):
+            _fail(ex, f"return a dict of gradients keyed like params, got {type(grads).__name__}")
+        ref = _backward_variants(params, X, y)["correct"]
+        for k in params:
+            if k not in grads or grads[k] is None:
+                _fail(ex, f"no gradient for {k}: create the tensors with requires_grad=True, call loss.backward() "
+                          f"and read tensor.grad")
+            g = _np(grads[k], ex, f"grads['{k}']").reshape(params[k].shape)
+            err = _rel(g, ref[k])
+            if err > 1e-5:
+                if _rel(g, len(y) * ref[k]) < 1e-5:
+                    _fail(ex, f"grads['{k}'] is N times too large: take the mean of the loss, not the sum")
+                if err < 1e-3:
+                    _fail(ex, f"grads['{k}'] is close but not exact (relative error {err:.1e}): build the tensors "
+                              f"with dtype=torch.float64 so that the comparison with NumPy is tight")
+                _fail(ex, f"grads['{k}'] differs from the analytic gradient by {err:.2g} (relative); write the same "
+                          f"forward pass and mean cross-entropy with torch operations (torch.tanh, torch.sigmoid)")
+    _passed(ex, "autograd agrees with the analytic gradients")
+
+
+@_keeps_rng
+def check_training(train: Callable, X_test: np.ndarray, y_test: np.ndarray, min_accuracy: float = 0.95,
+                   **train_kwargs):
+    """Exercise 1f: run the student's ``train(**train_kwargs) -> (params, losses)``; returns them for later cells."""
+    __tracebackhide__ = True
+    ex = "1f"
+    out = _call(ex, train, **train_kwargs)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        _fail(ex, "train must return (params, losses)")
+    params, losses = out
+    losses = _np(losses, ex, "losses").ravel()
+    if len(losses) < 2:
+        _fail(ex, "record the loss of every step in the list `losses`")
+    if not np.all(np.isfinite(losses)):
+        _fail(ex, "the loss became nan or inf: the learning rate is too large, or log(0) occurred")
+    if losses[-1] > losses[0]:
+        _fail(ex, f"the loss went UP from {losses[0]:.3f} to {losses[-1]:.3f}: step against the gradient, "
+                  f"theta <- theta - lr * grad (eq. 2.12), or lower the learning rate")
+    p, _ = _ref_forward(params, np.asarray(X_test, dtype=np.float64))
+    acc = float(np.mean((p > 0.5) == (np.asarray(y_test) > 0.5)))
+    if acc < min_accuracy:
+        _fail(ex, f"test accuracy {acc:.3f} is below {min_accuracy}: the loss fell from {losses[0]:.3f} to "
+                  f"{losses[-1]:.3f}. Train for more steps or with a larger learning rate, and check that every "
+                  f"parameter is updated")
+    _passed(ex, f"test accuracy {acc:.3f} (loss {losses[0]:.3f} -> {losses[-1]:.3f})")
+    return params, list(losses)
+
+
+@_keeps_rng
+def check_softmax(softmax: Callable, seed: int = 0) -> None:
+    """Exercise 1g: a numerically stable softmax over the last axis (eq. 2.7)."""
+    __tracebackhide__ = True
+    ex = "1g"
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(5, 3))
+    got = _np(_call(ex, softmax, a.copy()), ex, "softmax(a)")
+    want = torch.softmax(torch.from_numpy(a), -1).numpy()
+    _shape(got, a.shape, ex, "softmax(a)", "Normalise each row: keep the shape (N, K).")
+    if _rel(got, want) > 1e-10:
+        if np.allclose(got.sum(0), 1):
+            _fail(ex, "you normalised over the wrong axis: each ROW (one data point) must sum to one; use "
+                      "axis=-1 with keepdims=True")
+        _fail(ex, f"softmax differs from torch.softmax by {_rel(got, want):.2g}; softmax(a)_k = exp(a_k) / "
+                  f"sum_j exp(a_j)")
+    big = np.array([[1000.0, 1001.0, 999.0], [-1000.0, -1002.0, -1001.0]])
+    with np.errstate(all="ignore"):
+        got = _np(_call(ex, softmax, big.copy()), ex, "softmax(a)")
+    want = torch.softmax(torch.from_numpy(big), -1).numpy()
+    if not np.all(np.isfinite(got)) or _rel(got, want) > 1e-10:
+        _fail(ex, "softmax of large logits (about +-1000) gave nan or wrong values: exp overflows. Subtract the "
+                  "row maximum first, softmax(a) = softmax(a - max(a)), which leaves the result unchanged")
+    _passed(ex, "matches torch.softmax, also for logits of size 1000")
+
+
+@_keeps_rng
+def check_softmax_cross_entropy(softmax_cross_entropy: Callable, seed: int = 0) -> None:
+    """Exercise 1h: mean categorical cross-entropy (eq. 2.11) and its gradient w.r.t. the logits."""
+    __tracebackhide__ = True
+    ex = "1h"
+    rng = np.random.default_rng(seed)
+    for _ in range(3):
+        a, y = rng.normal(size=(6, 4)) * 2, rng.integers(0, 4, 6)
+        out = _call(ex, softmax_cross_entropy, a.copy(), y.copy())
+        if not (isinstance(out, tuple) and len(out) == 2):
+            _fail(ex, "return a pair (loss, grad_a)")
+        loss, grad = float(_np(out[0], ex, "loss")), _np(out[1], ex, "grad_a")
+        at = torch.from_numpy(a).requires_grad_(True)
+        ref = F.cross_entropy(at, torch.from_numpy(y))
+        ref.backward()
+        want_g = at.grad.numpy()
+        if abs(loss - ref.item()) > 1e-9:
+            if abs(loss - len(y) * ref.item()) < 1e-8:
+                _fail(ex, "the loss is summed over points; take the mean (divide by N)")
+            if abs(loss + ref.item()) < 1e-9:
+                _fail(ex, "the loss has the wrong sign: L = -mean_n log softmax(a_n)[y_n]")
+            _fail(ex, f"loss {loss:.6f} differs from torch's cross_entropy {ref.item():.6f}: "
+                      f"L = -mean_n log softmax(a_n)[y_n] (eq. 2.11 with one-hot y)")
+        _shape(grad, a.shape, ex, "grad_a")
+        if _rel(grad, want_g) > 1e-8:
+            if _rel(grad, len(y) * want_g) < 1e-8:
+                _fail(ex, "grad_a is N times too large: divide (softmax(a) - onehot(y)) by N")
+            if _rel(grad, -want_g) < 1e-8:
+                _fail(ex, "grad_a has the wrong sign: it is softmax(a) - onehot(y), prediction minus target")
+            _fail(ex, f"grad_a differs from autograd by {_rel(grad, want_g):.2g}; the gradient of the mean "
+                      f"cross-entropy w.r.t. the logits is (softmax(a) - onehot(y)) / N")
+    _passed(ex, "loss and gradient match torch's cross_entropy and autograd")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Lab 2: the VAE's building blocks (thesis eqs. 3.19-3.30)
+# ----------------------------------------------------------------------------------------------------------------------
+
+class TinyVAE(nn.Module):
+    """A small Bernoulli VAE with ``encode(x) -> (mu, log_var)`` and ``decode(z) -> logits``.
+
+    ``log_var_shift`` is added to the encoder's log-variance: a large negative value makes ``q(z|x)`` nearly a point
+    mass, so that a one-sample bound becomes (almost) deterministic and can be compared with a reference exactly.
+    """
+
+    def __init__(self, x_dim: int = 12, z_dim: int = 3, hidden: int = 16, log_var_shift: float = 0.0):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Linear(x_dim, hidden), nn.Tanh())
+        self.mu, self.log_var = nn.Linear(hidden, z_dim), nn.Linear(hidden, z_dim)
+        self.dec = nn.Sequential(nn.Linear(z_dim, hidden), nn.Tanh(), nn.Linear(hidden, x_dim))
+        self.log_var_shift = log_var_shift
+
+    def encode(self, x):
+        h = self.enc(x)
+        return self.mu(h), self.log_var(h) + self.log_var_shift
+
+    def decode(self, z):
+        return self.dec(z)
+
+
+def _ref_kl(mu, log_var):
+    return kl_divergence(Normal(mu, (0.5 * log_var).exp()), Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(-1)
+
+
+@_keeps_rng
+def check_reparameterised_sample(reparameterised_sample: Callable, seed: int = 0) -> None:
+    """Exercise 2a: ``z = mu + exp(log_var / 2) * eps`` (eqs. 3.19-3.21), differentiable in ``mu`` and ``log_var``."""
+    __tracebackhide__ = True
+    ex = "2a"
+    gen = torch.Generator().manual_seed(seed)
+    mu = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    log_var = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    eps = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    z = _t(_call(ex, reparameterised_sample, mu, log_var, eps), ex, "z")
+    want = mu + (0.5 * log_var).exp() * eps
+    if z.shape != mu.shape:
+        _fail(ex, f"z has shape {tuple(z.shape)}, expected {tuple(mu.shape)} (one sample per entry of mu)")
+    if not _close_t(z, want, 1e-10):
+        if _close_t(z, mu + log_var.exp() * eps, 1e-10):
+            _fail(ex, "you used exp(log_var) = sigma^2 as the standard deviation; sigma = exp(log_var / 2)")
+        if _close_t(z, mu + log_var * eps, 1e-10):
+            _fail(ex, "log_var is the LOG-variance: the standard deviation is exp(log_var / 2)")
+        if _close_t(z, mu + (0.5 * log_var).exp(), 1e-10):
+            _fail(ex, "multiply the standard deviation by eps: z = mu + sigma * eps")
+        _fail(ex, f"with eps given, z should equal mu + exp(log_var / 2) * eps; relative difference "
+                  f"{_rel(z.detach().numpy(), want.numpy()):.2g}")
+    if z.dtype != mu.dtype:
+        _fail(ex, f"z has dtype {z.dtype} but mu has {mu.dtype}: draw eps with torch.randn_like(mu)")
+    # Without eps: fresh noise of the right distribution, and gradients reach mu and log_var.
+    mu = torch.tensor([[0.5, -2.0, 3.0]]).repeat(20000, 1).requires_grad_(True)
+    log_var = torch.tensor([[0.0, math.log(0.25), math.log(4.0)]]).repeat(20000, 1).requires_grad_(True)
+    torch.manual_seed(seed)
+    z = _t(_call(ex, reparameterised_sample, mu, log_var), ex, "z")
+    if z.shape != mu.shape:
+        _fail(ex, f"without eps, z has shape {tuple(z.shape)}, expected {tuple(mu.shape)}")
+    if not z.requires_grad:
+        _fail(ex, "z does not depend differentiably on mu and log_var: Normal(...).sample() and torch.normal cut "
+                  "the graph. Draw eps = torch.randn_like(mu) and return mu + sigma * eps (that is the "
+                  "reparameterisation trick)")
+    std = torch.tensor([1.0, 0.5, 2.0])
+    m, s = z.detach().mean(0), z.detach().std(0)
+    if torch.allclose(z.detach(), mu.detach()):
+        _fail(ex, "without eps, z equals mu: draw fresh noise eps = torch.randn_like(mu) when eps is None")
+    if (m - mu[0].detach()).abs().max() > 0.1 or ((s - std).abs() / std).max() > 0.05:
+        _fail(ex, f"samples have mean {m.numpy().round(2)} and std {s.numpy().round(2)}, expected mean "
+                  f"{mu[0].detach().numpy()} and std {std.numpy()}: use standard normal noise torch.randn_like(mu)")
+    if (z[0] - z[1]).abs().max() == 0:
+        _fail(ex, "every row got the same noise: use torch.randn_like(mu) so that each entry has its own eps")
+    z.sum().backward()
+    if mu.grad is None or log_var.grad is None:
+        _fail(ex, "no gradient reached mu or log_var; build z from them with torch operations")
+    eps_used = (z.detach() - mu.detach()) / (0.5 * log_var.detach()).exp()
+    if not torch.allclose(mu.grad, torch.ones_like(mu)):
+        _fail(ex, "dz/dmu should be 1: z = mu + sigma * eps")
+    if not torch.allclose(log_var.grad, 0.5 * (0.5 * log_var.detach()).exp() * eps_used, atol=1e-5):
+        _fail(ex, "dz/dlog_var should be sigma * eps / 2; compute sigma = torch.exp(0.5 * log_var) inside the graph")
+    _passed(ex, "exact with given eps; N(mu, sigma^2) samples otherwise; gradients flow to mu and log_var")
+
+
+@_keeps_rng
+def check_gaussian_kl(gaussian_kl: Callable, seed: int = 0) -> None:
+    """Exercise 2b: analytic ``KL(N(mu, diag sigma^2) || N(0, I))`` summed over the latent units (eq. 3.30)."""
+    __tracebackhide__ = True
+    ex = "2b"
+    gen = torch.Generator().manual_seed(seed)
+    zero = torch.zeros(2, 3, dtype=torch.float64)
+    got0 = _t(_call(ex, gaussian_kl, zero, zero), ex, "the KL")
+    if got0.shape == (2, 3):
+        _fail(ex, "the KL has shape (batch, latent units); sum over the last axis to get one number per data point")
+    if got0.shape != (2,):
+        _fail(ex, f"the KL has shape {tuple(got0.shape)}, expected (batch,) = (2,): sum over the last axis only")
+    if got0.abs().max() > 1e-12:
+        _fail(ex, f"KL(N(0, I) || N(0, I)) must be 0, got {got0.tolist()}: did you forget the -1 inside "
+                  f"0.5 * sum(mu^2 + sigma^2 - log sigma^2 - 1)?")
+    for _ in range(3):
+        mu = torch.randn(5, 4, generator=gen, dtype=torch.float64) * 2
+        log_var = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+        got = _t(_call(ex, gaussian_kl, mu, log_var), ex, "the KL")
+        want = _ref_kl(mu, log_var)
+        if not _close_t(got, want, 1e-10):
+            if _close_t(got, -want, 1e-10):
+                _fail(ex, "your KL is negative; KL >= 0 always: 0.5 * sum(mu^2 + sigma^2 - log sigma^2 - 1)")
+            alt = 0.5 * (mu ** 2 + (2 * log_var).exp() - 2 * log_var - 1).sum(-1)
+            if _close_t(got, alt, 1e-10):
+                _fail(ex, "you treated log_var as log sigma; here sigma^2 = exp(log_var)")
+            if _close_t(got, 2 * want, 1e-10):
+                _fail(ex, "your KL is twice the right value: the formula has a factor 1/2")
+            _fail(ex, f"KL differs from torch.distributions.kl_divergence(Normal(mu, sigma), Normal(0, 1)).sum(-1) by "
+                      f"{_rel(got.detach().numpy(), want.numpy()):.2g} (relative)")
+    _passed(ex, "matches torch.distributions.kl_divergence summed over the latent units")
+
+
+@_keeps_rng
+def check_bernoulli_log_likelihood(bernoulli_log_likelihood: Callable, seed: int = 0) -> None:
+    """Exercise 2c: ``log B(x | sigmoid(logits))`` summed over pixels, stable for large logits."""
+    __tracebackhide__ = True
+    ex = "2c"
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(4, 6, generator=gen, dtype=torch.float64) * 3
+    x = torch.randint(0, 2, (4, 6), generator=gen).double()
+    got = _t(_call(ex, bernoulli_log_likelihood, logits, x), ex, "the log-likelihood")
+    want = Bernoulli(logits=logits).log_prob(x).sum(-1)
+    if got.shape == (4, 6):
+        _fail(ex, "sum the log-likelihood over the pixels (last axis): one number per image")
+    if got.shape != (4,):
+        _fail(ex, f"the log-likelihood has shape {tuple(got.shape)}, expected (batch,) = (4,)")
+    if not _close_t(got, want, 1e-10):
+        if _close_t(got, -want, 1e-10):
+            _fail(ex, "wrong sign: a log-likelihood of binary data is <= 0; F.binary_cross_entropy_with_logits is its "
+                      "NEGATIVE")
+        if _close_t(got, Bernoulli(probs=logits.clamp(1e-6, 1 - 1e-6)).log_prob(x).sum(-1), 1e-6):
+            _fail(ex, "the decoder returns LOGITS, not probabilities: use Bernoulli(logits=...) or "
+                      "binary_cross_entropy_with_logits")
+        if _close_t(got, want / x.shape[-1], 1e-10):
+            _fail(ex, "you averaged over pixels; the likelihood of an image is the SUM over its pixels")
+        _fail(ex, f"differs from Bernoulli(logits=logits).log_prob(x).sum(-1) by "
+                  f"{_rel(got.detach().numpy(), want.numpy()):.2g} (relative)")
+    big = torch.tensor([[200.0, -200.0, 50.0]], dtype=torch.float64)
+    xb = torch.tensor([[0.0, 1.0, 1.0]], dtype=torch.float64)
+    got = _t(_call(ex, bernoulli_log_likelihood, big, xb), ex, "the log-likelihood")
+    want = Bernoulli(logits=big).log_prob(xb).sum(-1)
+    if not torch.isfinite(got).all() or not _close_t(got, want, 1e-8):
+        _fail(ex, "large logits (+-200) give inf or wrong values: log(sigmoid(a)) underflows. Use "
+                  "-F.binary_cross_entropy_with_logits(logits, x, reduction='none') or F.logsigmoid")
+    _passed(ex, "matches torch.distributions.Bernoulli(logits=...).log_prob, also for logits of size 200")
+
+
+def _ref_negative_elbo_deterministic(model: TinyVAE, x: torch.Tensor) -> torch.Tensor:
+    mu, log_var = model.encode(x)
+    log_px = Bernoulli(logits=model.decode(mu)).log_prob(x).sum(-1)
+    return (-log_px + _ref_kl(mu, log_var)).mean()
+
+
+@_keeps_rng
+def check_vae_loss(vae_loss: Callable, seed: int = 0) -> None:
+    """Exercise 2d: the VAE loss, minus the one-sample ELBO (eq. 3.30) averaged over the batch."""
+    __tracebackhide__ = True
+    ex = "2d"
+    torch.manual_seed(seed)
+    x = torch.bernoulli(torch.full((8, 12), 0.4))
+    # (i) nearly deterministic encoder: the one-sample estimate equals the reference up to tiny noise.
+    model = TinyVAE(log_var_shift=-40.0).double()
+    with torch.no_grad():
+        model.log_var.weight.zero_()
+    got = _t(_call(ex, vae_loss, model, x.double()), ex, "the loss")
+    if got.dim() != 0:
+        _fail(ex, f"the loss has shape {tuple(got.shape)}; return one number: the MEAN over the batch of -ELBO(x)")
+    with torch.no_grad():
+        mu, log_var = model.encode(x.double())
+        log_px = Bernoulli(logits=model.decode(mu)).log_prob(x.double()).sum(-1)
+        kl = _ref_kl(mu, log_var)
+        want = (-log_px + kl).mean()
+        g = got.item()
+        if abs(g - want.item()) > 1e-4 * abs(want.item()):
+            if abs(g + want.item()) < 1e-4 * abs(want.item()):
+                _fail(ex, "you returned the ELBO itself; the optimiser MINIMISES the loss, so return -ELBO = "
+                          "-(log p(x|z) - KL)")
+            if abs(g - (-log_px - kl).mean().item()) < 1e-4 * abs(want.item()):
+                _fail(ex, "the KL term has the wrong sign: -ELBO = -log p(x|z) + KL(q(z|x) || p(z))")
+            if abs(g - (-log_px + kl).sum().item()) < 1e-4 * abs(want.sum().item()):
+                _fail(ex, "you summed over the batch; average instead (.mean()) so the learning rate does not depend "
+                          "on the batch size")
+            if abs(g - (-log_px).mean().item()) < 1e-4 * abs(want.item()):
+                _fail(ex, "the KL term is missing: -ELBO = -log p(x|z) + KL(q(z|x) || p(z))")
+            _fail(ex, f"loss {g:.4f} differs from the reference {want.item():.4f} (encoder with tiny variance, so "
+                      f"z = mu); encode, sample z, decode, then -mean(log p(x|z) - KL)")
+    # (ii) ordinary variance: unbiased on average and gradients reach the encoder's variance head.
+    model = TinyVAE(log_var_shift=0.0).double()
+    xb = x.double()
+    losses = torch.stack([_call(ex, vae_loss, model, xb) for _ in range(300)])
+    with torch.no_grad():
+        mu, log_var = model.encode(xb)
+        z = mu + (0.5 * log_var).exp() * torch.randn(4000, *mu.shape, dtype=mu.dtype)
+        ref = (-Bernoulli(logits=model.decode(z)).log_prob(xb).sum(-1) + _ref_kl(mu, log_var)).mean(-1)
+    diff = abs(losses.mean().item() - ref.mean().item())
+    tol = 5 * math.sqrt(losses.var().item() / len(losses) + ref.var().item() / len(ref)) + 1e-6
+    if losses.std().item() == 0:
+        _fail(ex, "the loss is the same every time: draw fresh noise (reparameterised_sample(mu, log_var)) on each "
+                  "call")
+    if diff > tol:
+        _fail(ex, f"on average your loss is {losses.mean().item():.3f}, but a Monte Carlo reference gives "
+                  f"{ref.mean().item():.3f}: sample z ~ q(z|x) with the right standard deviation exp(log_var / 2)")
+    model.zero_grad()
+    loss = _call(ex, vae_loss, model, xb)
+    loss.backward()
+    grad = model.log_var.weight.grad
+    if grad is None or grad.abs().max() == 0:
+        _fail(ex, "no gradient reached the encoder's log-variance: sample z with your reparameterised_sample, not "
+                  "with .sample() or under torch.no_grad()")
+    _passed(ex, "exact for a nearly deterministic encoder, unbiased otherwise, and gradients reach the encoder")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Lab 3: the M2 bounds (thesis eqs. 4.7-4.11, SPEC 2.4)
+# ----------------------------------------------------------------------------------------------------------------------
+
+class TinyM2(nn.Module):
+    """A small M2 with ``classify(x) -> logits of q(y|x)``, ``encode(x, y) -> (mu, log_var)`` of ``q(z|x,y)`` and
+    ``decode(z, y) -> logits of p(x|y,z)`` (Bernoulli); ``y`` is one-hot. ``encode_calls`` counts encoder passes."""
+
+    def __init__(self, x_dim: int = 10, n_classes: int = 3, z_dim: int = 2, hidden: int = 16,
+                 log_var_shift: float = 0.0):
+        super().__init__()
+        self.x_dim, self.n_classes, self.z_dim = x_dim, n_classes, z_dim
+        self.cls = nn.Sequential(nn.Linear(x_dim, hidden), nn.Tanh(), nn.Linear(hidden, n_classes))
+        self.enc = nn.Sequential(nn.Linear(x_dim + n_classes, hidden), nn.Tanh())
+        self.mu, self.log_var = nn.Linear(hidden, z_dim), nn.Linear(hidden, z_dim)
+        self.dec = nn.Sequential(nn.Linear(z_dim + n_classes, hidden), nn.Tanh(), nn.Linear(hidden, x_dim))
+        self.log_var_shift = log_var_shift
+        self.encode_calls = 0
+
+    def classify(self, x):
+        return self.cls(x)
+
+    def encode(self, x, y):
+        self.encode_calls += 1
+        h = self.enc(torch.cat([x, y], -1))
+        return self.mu(h), self.log_var(h) + self.log_var_shift
+
+    def decode(self, z, y):
+        return self.dec(torch.cat([z, y], -1))
+
+
+class _HandM2(nn.Module):
+    """The hand-computable model of lab 3: one binary pixel, two classes, q(y|x) = (1/2, 1/2), q(z|x,y) = N(0, 1),
+    and a decoder that ignores z with p(x=1|y=0) = 1/2, p(x=1|y=1) = 1/4."""
+
+    n_classes, z_dim = 2, 1
+
+    def __init__(self):
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros((), dtype=torch.float64))  # so that model.parameters() is not empty
+        self.encode_calls = 0
+
+    def classify(self, x):
+        return torch.zeros(len(x), 2, dtype=x.dtype)
+
+    def encode(self, x, y):
+        self.encode_calls += 1
+        return torch.zeros(len(x), 1, dtype=x.dtype), torch.zeros(len(x), 1, dtype=x.dtype)
+
+    def decode(self, z, y):
+        logit = torch.tensor([0.0, math.log(1 / 3)], dtype=z.dtype)  # sigmoid: 1/2 and 1/4
+        return (y @ logit)[:, None] + 0 * z.sum(-1, keepdim=True)
+
+
+HAND_U = -1.5 * math.log(2.0)
+"""U(x = 1) of the hand-computable model: H = log 2, ELBO_l = -2 log 2 (y=0) and -3 log 2 (y=1)."""
+
+
+def _deterministic_m2(seed: int) -> TinyM2:
+    torch.manual_seed(seed)
+    model = TinyM2(log_var_shift=-40.0).double()
+    with torch.no_grad():
+        model.log_var.weight.zero_()
+    return model
+
+
+def _ref_labelled(model, x, y):
+    mu, log_var = model.encode(x, y)
+    z = mu  # the checks use an encoder of (almost) zero variance, so z ~ q(z|x,y) is (almost) mu
+    log_px = Bernoulli(logits=model.decode(z, y)).log_prob(x).sum(-1)
+    return log_px - _ref_kl(mu, log_var) - math.log(model.n_classes), log_px, _ref_kl(mu, log_var)
+
+
+def _ref_unlabelled_loop(model, x):
+    """Brute force: one pass per class (the batched version must agree)."""
+    q = torch.softmax(model.classify(x), -1)
+    elbos = []
+    for k in range(model.n_classes):
+        y = F.one_hot(torch.full((len(x),), k), model.n_classes).to(x.dtype)
+        elbos.append(_ref_labelled(model, x, y)[0])
+    elbo = torch.stack(elbos, -1)  # (B, K)
+    entropy = -(q * q.clamp_min(1e-30).log()).sum(-1)
+    return (q * elbo).sum(-1) + entropy, q, elbo, entropy
+
+
+def _data(seed: int, n: int, x_dim: int = 10):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(torch.full((n, x_dim), 0.3, dtype=torch.float64), generator=gen)
+
+
+@_keeps_rng
+def check_labelled_bound(labelled_bound: Callable, seed: int = 0) -> None:
+    """Exercise 3a: ``ELBO_l(x, y) = E_q[log p(x|y,z)] - KL(q(z|x,y) || p(z)) + log p(y)`` (eq. 4.9), per point."""
+    __tracebackhide__ = True
+    ex = "3a"
+    model = _deterministic_m2(seed)
+    x = _data(seed, 6)
+    y = F.one_hot(torch.arange(6) % 3, 3).double()
+    got = _t(_call(ex, labelled_bound, model, x, y), ex, "ELBO_l")
+    if got.shape != (6,):
+        _fail(ex, f"ELBO_l has shape {tuple(got.shape)}, expected (batch,) = (6,): one bound per data point "
+                  f"(sum over pixels and latent units, not over the batch)")
+    with torch.no_grad():
+        want, log_px, kl = _ref_labelled(model, x, y)
+    if not _close_t(got, want, 1e-6):
+        log_k = math.log(3)
+        if _close_t(got, want + log_k, 1e-6):
+            _fail(ex, f"the log p(y) term is missing: with a uniform prior over K = 3 classes it is -log K = "
+                      f"{-log_k:.4f} for every point (the thesis' eq. 4.9 leaves it out; we keep it to get nats right)")
+        if _close_t(got, log_px + kl - log_k, 1e-6):
+            _fail(ex, "the KL term has the wrong sign: ELBO_l = log p(x|y,z) - KL(q(z|x,y) || p(z)) + log p(y)")
+        if _close_t(got, -want, 1e-6):
+            _fail(ex, "you returned the negative bound; labelled_bound returns the bound itself (it is <= 0 here)")
+        _fail(ex, f"ELBO_l differs from the reference by {_rel(got.detach().numpy(), want.numpy()):.2g} (relative); "
+                  f"encode (x, y), sample z with rsample, decode (z, y), then log p(x|y,z) - KL + log p(y)")
+    hand = _call(ex, labelled_bound, _HandM2(), torch.ones(2, 1, dtype=torch.float64),
+                 torch.eye(2, dtype=torch.float64))
+    want_hand = torch.tensor([-2 * math.log(2), -3 * math.log(2)], dtype=torch.float64)
+    if not _close_t(hand, want_hand, 1e-9):
+        _fail(ex, f"on the hand-computable model ELBO_l should be (-2 log 2, -3 log 2) = (-1.386, -2.079), got "
+                  f"{hand.detach().numpy().round(3)}")
+    _passed(ex, "matches the reference on a random model and the hand-computed values (-2 log 2, -3 log 2)")
+
+
+@_keeps_rng
+def check_unlabelled_bound(unlabelled_bound: Callable, seed: int = 0) -> None:
+    """Exercise 3b: ``U(x)`` (eqs. 4.7-4.8), all classes at once, checked against a per-class loop."""
+    __tracebackhide__ = True
+    ex = "3b"
+    for trial in range(2):
+        model = _deterministic_m2(seed + trial)
+        x = _data(seed + 10 + trial, 5)
+        model.encode_calls = 0
+        got = _t(_call(ex, unlabelled_bound, model, x), ex, "U(x)")
+        calls = model.encode_calls
+        if got.shape != (5,):
+            _fail(ex, f"U(x) has shape {tuple(got.shape)}, expected (batch,) = (5,): sum over classes, keep the batch")
+        with torch.no_grad():
+            want, q, elbo, entropy = _ref_unlabelled_loop(model, x)
+        if not _close_t(got, want, 1e-6):
+            cands = {
+                "the entropy term H[q(y|x)] is missing: U(x) = sum_y q(y|x) ELBO_l(x, y) + H[q(y|x)]":
+                    want - entropy,
+                "the entropy has the wrong sign: H[q(y|x)] = -sum_y q(y|x) log q(y|x) is >= 0 and is ADDED":
+                    want - 2 * entropy,
+                "the class terms are not weighted by q(y|x): U(x) = sum_y q(y|x) ELBO_l(x, y) + H[q(y|x)]":
+                    elbo.sum(-1) + entropy,
+                "you averaged the class terms instead of weighting them by q(y|x)": elbo.mean(-1) + entropy,
+                "the batch and class axes got mixed up when you reshaped the tiled result: if you tiled with "
+                "x.repeat(K, 1), row k * B + b belongs to class k and point b, so reshape to (K, B) and transpose":
+                    (q * elbo.t().reshape(elbo.shape)).sum(-1) + entropy,
+            }
+            for advice, value in cands.items():
+                if _close_t(got, value, 1e-6):
+                    _fail(ex, advice)
+            _fail(ex, f"U(x) differs from a brute-force loop over the classes by "
+                      f"{_rel(got.detach().numpy(), want.numpy()):.2g} (relative); tile x K times, pair each copy with "
+                      f"one one-hot label, call labelled_bound once, reshape to (batch, K), weight by q(y|x), "
+                      f"add the entropy")
+        if calls != 1:
+            _fail(ex, f"the values are right, but the encoder ran {calls} times for one batch: sum over the classes "
+                      f"as ONE batched operation (tile the batch K times with one-hot labels and call labelled_bound "
+                      f"once) instead of a Python loop over classes")
+    _passed(ex, "matches a per-class loop, in a single batched pass over all classes")
+
+
+@_keeps_rng
+def check_hand_computed_case(unlabelled_bound: Callable) -> float:
+    """Exercise 3b on the hand-computable model: ``U(x=1) = -1.5 log 2``. Returns the student's value."""
+    __tracebackhide__ = True
+    ex = "3b"
+    got = _t(_call(ex, unlabelled_bound, _HandM2(), torch.ones(1, 1, dtype=torch.float64)), ex, "U(x)")
+    value = float(got.reshape(-1)[0])
+    if abs(value - HAND_U) > 1e-9:
+        _fail(ex, f"on the hand-computable model U(x) should be H + (1/2)(-2 log 2) + (1/2)(-3 log 2) = "
+                  f"log 2 - 2.5 log 2 = -1.5 log 2 = {HAND_U:.4f}, got {value:.4f}")
+    _passed(ex, f"U(x) = {value:.4f} = -1.5 log 2 on the hand-computable model")
+    return value
+
+
+@_keeps_rng
+def check_m2_loss(m2_loss: Callable, seed: int = 0) -> None:
+    """Exercise 3c: ``loss = -( mean_l[ELBO_l - alpha CE] + mean_u[U] )`` (eqs. 4.10-4.11, SPEC 0.2 and 2.7)."""
+    __tracebackhide__ = True
+    ex = "3c"
+    model = _deterministic_m2(seed)
+    x_l, x_u = _data(seed + 1, 6), _data(seed + 2, 5)
+    y_l = torch.arange(6) % 3
+    alpha = 7.0
+    got = _t(_call(ex, m2_loss, model, x_l, y_l, x_u, alpha), ex, "the loss")
+    if got.dim() != 0:
+        _fail(ex, f"the loss has shape {tuple(got.shape)}; return one number (means over the two batches)")
+    with torch.no_grad():
+        yl1h = F.one_hot(y_l, 3).double()
+        elbo_l = _ref_labelled(model, x_l, yl1h)[0].mean()
+        ce = F.cross_entropy(model.classify(x_l), y_l)
+        u = _ref_unlabelled_loop(model, x_u)[0].mean()
+        want = -(elbo_l - alpha * ce + u)
+    g = got.item()
+    if abs(g - want.item()) > 1e-6 * abs(want.item()):
+        cands = {
+            "the classification term is missing: J = ELBO_l - alpha * CE(y, q(y|x)) (eq. 4.10)": -(elbo_l + u),
+            "the cross-entropy has the wrong sign: the loss ADDS alpha * CE": -(elbo_l + alpha * ce + u),
+            "alpha is missing in front of the cross-entropy": -(elbo_l - ce + u),
+            "you returned the bound, not the loss: loss = -(J + U)": elbo_l - alpha * ce + u,
+            "the unlabelled bound U(x_u) is missing: L = J(x_l, y_l) + U(x_u) (eq. 4.11)": -(elbo_l - alpha * ce),
+        }
+        for advice, value in cands.items():
+            if abs(g - value.item()) < 1e-6 * max(1.0, abs(value.item())):
+                _fail(ex, advice)
+        _fail(ex, f"loss {g:.4f} differs from the reference {want.item():.4f} = -(mean ELBO_l(x_l, y_l) - alpha * "
+                  f"mean CE + mean U(x_u))")
+    _passed(ex, "matches -(mean_l[ELBO_l - alpha CE] + mean_u[U])")
+
+
+@_keeps_rng
+def check_alpha(alpha_weight: Callable) -> None:
+    """Exercise 3d: ``alpha = beta * N / N_l`` (A eq. after (12), SPEC 2.7)."""
+    __tracebackhide__ = True
+    ex = "3d"
+    for beta, n_total, n_l in [(0.1, 60000, 100), (1.0, 1000, 10), (0.5, 10000, 6)]:
+        got = float(_call(ex, alpha_weight, beta, n_total, n_l))
+        want = beta * n_total / n_l
+        if abs(got - want) > 1e-9 * want:
+            if abs(got - beta * (n_total - n_l) / n_l) < 1e-9 * want:
+                _fail(ex, "use all N training points (labelled + unlabelled) in the numerator: alpha = beta * N / N_l")
+            if abs(got - beta * n_l / n_total) < 1e-12:
+                _fail(ex, "the ratio is upside down: alpha = beta * N / N_l grows when labels are scarce")
+            _fail(ex, f"alpha(beta={beta}, N={n_total}, N_l={n_l}) should be {want:g}, got {got:g}")
+    _passed(ex, "alpha = beta * N / N_l (60 for MNIST with 100 labels and beta = 0.1)")
