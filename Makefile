@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 SHARED_DATA := $(abspath ../shared/data)
 export DGMLAB_DATA ?= $(if $(wildcard $(SHARED_DATA)/mnist),$(SHARED_DATA),)
 
-.PHONY: book book-fast test lab labs install clean
+.PHONY: book book-fast test lab labs install clean check-site
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: labs
 
 lab: install
 	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --port=8899 --allow-root
+
+# After `make book`: every page in headless Chromium (math rendered, widgets and explorers live, no outside requests).
+# Needs Debian's chromium (apt-get install -y chromium).
+check-site:
+	$(BIN)/python scripts/check_site.py --all
 
 clean:
 	rm -rf _build labs/student labs/solution

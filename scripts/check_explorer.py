@@ -136,7 +136,10 @@ SELFTEST_JS = r"""
     var pre = document.createElement("pre");
     pre.id = "dgmx-selftest";
     pre.style.cssText = "position:fixed;top:0;right:0;z-index:9999;max-width:420px;max-height:60%;overflow:auto;font-size:10px;margin:0;padding:4px;background:" + (ok ? "#d4f7d4" : "#f7d4d4");
-    pre.textContent = JSON.stringify({ok: ok, checks: results}, null, 1);
+    // Where the views sit on the page, so that the screenshot can be cropped to them.
+    var boxes = roots.map(function (r) { var b = r.getBoundingClientRect();
+      return [Math.round(b.left + window.scrollX), Math.round(b.top + window.scrollY), Math.round(b.width), Math.round(b.height)]; });
+    pre.textContent = JSON.stringify({ok: ok, checks: results, boxes: boxes}, null, 1);
     document.body.appendChild(pre);
     document.title = ok ? "SELFTEST PASS" : "SELFTEST FAIL";
     window.scrollTo(0, 0);
@@ -228,6 +231,172 @@ def chromium(binary: str, args: list[str], timeout: int) -> str:
     return res.stdout
 
 
+def take_screenshot(args, url: str, boxes: list[list[int]]) -> None:
+    """Screenshot of the page after the self-test, cropped to the explorer views (a tall window, then a crop:
+    headless Chromium captures the top of the page, so views far down a book page need the height)."""
+    from PIL import Image
+
+    width, height = (int(v) for v in args.window.split(","))
+    top = max(0, min(b[1] for b in boxes) - 30) if boxes else 0
+    bottom = max(b[1] + b[3] for b in boxes) + 20 if boxes else height
+    shot = Path(args.screenshot).resolve()
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    chromium(args.chromium, [f"--window-size={width},{min(max(height, bottom), 16000)}", "--virtual-time-budget=10000",
+                             f"--screenshot={shot}", url + "#selftest"], args.timeout)
+    image = Image.open(shot)
+    image.crop((0, top, image.width, min(bottom, image.height))).save(shot)
+
+
+# ------------------------------------------------------------------------------------------- JupyterLab (live)
+
+LAB_CELL = """import torch
+from dgmlab.widgets import latent_explorer
+
+yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+
+def blob(z):
+    cx, cy = 14 + 3.5 * z[:, 0], 14 - 3.5 * z[:, 1]
+    return torch.exp(-((xx - cx[:, None, None]) ** 2 + (yy - cy[:, None, None]) ** 2) / 12.5)
+
+latent_explorer(blob, 2, grid=9, title="JupyterLab check")"""
+
+LAB_DRIVER = r"""
+const { chromium } = require("playwright-core");
+(async () => {
+  const [url, exe, shot] = process.argv.slice(2);
+  const results = [];
+  const check = (name, ok, detail) => results.push({name, ok: !!ok, detail: detail === undefined ? "" : String(detail)});
+  const errors = [];
+  const browser = await chromium.launch({executablePath: exe, headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--no-first-run"]});
+  try {
+    const page = await browser.newPage({viewport: {width: 1280, height: 1500}});
+    page.on("pageerror", e => errors.push(String(e)));
+    await page.goto(url, {timeout: 180000});
+    await page.waitForFunction(() => {
+      const app = window.jupyterapp, w = app && app.shell.currentWidget;
+      const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+      return k && k.status === "idle";
+    }, null, {timeout: 180000, polling: 500});
+    await page.evaluate(() => window.jupyterapp.commands.execute("notebook:run-all-cells"));
+    await page.waitForSelector('.dgmx[data-ready="1"]', {timeout: 180000});
+    check("static view initialised inside a JupyterLab output", true);
+    await page.waitForSelector(".widget-slider", {timeout: 180000});
+    check("live widget rendered (sliders present)", true);
+
+    // Static view, real mouse: hover cell 0, click the last cell.
+    const map = await page.$(".dgmx-map");
+    await map.scrollIntoViewIfNeeded();
+    const box = await map.boundingBox();
+    const gx = +(await page.getAttribute(".dgmx-latent", "data-gx"));
+    const gy = +(await page.getAttribute(".dgmx-latent", "data-gy"));
+    const cells = await page.$$eval(".dgmx-cell", es => es.map(e => e.src));
+    await page.mouse.move(box.x + box.width * 0.5 / gx, box.y + box.height * 0.5 / gy);
+    const big0 = await page.$eval(".dgmx-big", e => e.src);
+    check("static view in JupyterLab: hover shows the hovered cell", big0 === cells[0]);
+    await page.mouse.click(box.x + box.width * (gx - 0.5) / gx, box.y + box.height * (gy - 0.5) / gy);
+    const sel = await page.getAttribute(".dgmx-latent", "data-selected");
+    check("static view in JupyterLab: click keeps the clicked cell", sel === String(gx * gy - 1), "selected " + sel);
+
+    // Live view: drag the first slider with the mouse; the kernel decodes and sends a new image.
+    const decodings = () => page.evaluate(() => {
+      const m = Array.from(document.querySelectorAll(".widget-html")).map(e => e.textContent).join(" ")
+        .match(/(\d+) decodings so far/);
+      return m ? +m[1] : -1;
+    });
+    const liveImages = () => page.$$eval("img.widget-image", es => es.map(e => e.src));
+    const n0 = await decodings(), imgs0 = await liveImages();
+    check("live view shows its first decoding", n0 >= 1 && imgs0.length >= 2, n0 + " decodings, " + imgs0.length + " images");
+    const handle = await page.$(".widget-slider .noUi-handle");
+    await handle.scrollIntoViewIfNeeded();
+    const hb = await handle.boundingBox();
+    await page.mouse.move(hb.x + hb.width / 2, hb.y + hb.height / 2);
+    await page.mouse.down();
+    await page.mouse.move(hb.x + hb.width / 2 + 45, hb.y + hb.height / 2, {steps: 5});
+    await page.mouse.up();
+    await page.waitForFunction(n => {
+      const m = Array.from(document.querySelectorAll(".widget-html")).map(e => e.textContent).join(" ")
+        .match(/(\d+) decodings so far/);
+      return m && +m[1] > n;
+    }, n0, {timeout: 60000, polling: 200});
+    await page.waitForTimeout(1500);
+    const n1 = await decodings(), imgs1 = await liveImages();
+    const readout = await page.evaluate(() => Array.from(document.querySelectorAll(".widget-html"))
+      .map(e => e.textContent).find(t => /decodings so far/.test(t)));
+    check("live view: dragging a slider makes the kernel decode again", n1 > n0, n0 + " -> " + n1 + " decodings; " + readout);
+    check("live view: the decoded image and the map change", imgs1.length === imgs0.length && imgs1.some((s, i) => s !== imgs0[i]));
+    check("live view: the read-out follows the slider", /z\[0\] = (?!0\.00)/.test(readout || ""), readout);
+    const ours = errors.filter(e => /dgmx/.test(e));
+    check("no JavaScript errors from the explorer", ours.length === 0, ours.join(" | "));
+    if (shot) {
+      const out = await page.$(".jp-OutputArea");
+      await out.scrollIntoViewIfNeeded();
+      await out.screenshot({path: shot});
+    }
+  } catch (e) {
+    check("JupyterLab run finished", false, String(e).slice(0, 500));
+  } finally {
+    await browser.close();
+  }
+  console.log("RESULT " + JSON.stringify(results));
+})();
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_jupyterlab(args) -> tuple[list[dict], float]:
+    """Open a notebook that calls ``latent_explorer`` in a real JupyterLab (headless Chromium driven by
+    playwright-core), run it on a real kernel, move the mouse over the static view and drag a live slider."""
+    import nbformat
+    import urllib.request
+
+    pw = Path(args.playwright).resolve()
+    if not (pw / "node_modules" / "playwright-core").exists():
+        raise SystemExit(f"playwright-core not found under {pw}; install it with: npm i --prefix {pw} playwright-core")
+    work = Path(tempfile.mkdtemp(prefix="dgmx-lab-"))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(LAB_CELL)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, work / "explorer_check.ipynb")
+    (work / "driver.js").write_text(LAB_DRIVER)
+    port, token = _free_port(), "dgmx-check"
+    env = dict(os.environ, OMP_NUM_THREADS="1", JUPYTER_CONFIG_DIR=str(work / "jupyter_config"))
+    lab = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+                            f"--ServerApp.token={token}", f"--ServerApp.root_dir={work}", "--allow-root",
+                            "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+                           stdout=subprocess.DEVNULL, stderr=open(work / "lab.log", "w"), env=env)
+    t0 = time.time()
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        url = f"http://127.0.0.1:{port}/lab/tree/explorer_check.ipynb?token={token}"
+        shot = str(Path(args.screenshot).resolve()) if args.screenshot else ""
+        res = subprocess.run(["node", str(work / "driver.js"), url, args.chromium, shot], capture_output=True,
+                             text=True, timeout=600, env=dict(env, NODE_PATH=str(pw / "node_modules")))
+        line = next((ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            raise RuntimeError(f"the JupyterLab driver gave no result: {res.stdout[-1500:]} {res.stderr[-1500:]}")
+        return json.loads(line[len("RESULT "):]), time.time() - t0
+    finally:
+        lab.terminate()
+        try:
+            lab.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--page", help="an HTML page to check instead of the generated test page")
@@ -236,11 +405,21 @@ def main(argv=None) -> int:
     ap.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser") or "chromium")
     ap.add_argument("--window", default="1280,1900")
     ap.add_argument("--timeout", type=int, default=120)
+    ap.add_argument("--jupyterlab", action="store_true",
+                    help="instead: run a notebook in a real JupyterLab and check the static and the live view there")
+    ap.add_argument("--playwright", default="/tmp/pw", help="folder holding node_modules/playwright-core")
     args = ap.parse_args(argv)
 
     if not shutil.which(args.chromium) and not os.path.exists(args.chromium):
         print(f"chromium not found ({args.chromium}); install the Debian package 'chromium' or pass --chromium PATH")
         return 2
+    if args.jupyterlab:
+        checks, seconds = check_jupyterlab(args)
+        for c in checks:
+            print(f"{'ok  ' if c['ok'] else 'FAIL'} {c['name']}" + (f"  [{c['detail']}]" if c["detail"] else ""))
+        ok = bool(checks) and all(c["ok"] for c in checks)
+        print(f"{'PASS' if ok else 'FAIL'}: {len(checks)} checks in JupyterLab + headless Chromium ({seconds:.0f} s)")
+        return 0 if ok else 1
     workdir = None
     if args.page:
         page = Path(args.page).resolve()
@@ -263,10 +442,7 @@ def main(argv=None) -> int:
             return 1
         verdict = json.loads(html.unescape(match.group(1)))
         if args.screenshot:
-            shot = Path(args.screenshot).resolve()
-            shot.parent.mkdir(parents=True, exist_ok=True)
-            chromium(args.chromium, [f"--window-size={args.window}", "--virtual-time-budget=10000",
-                                     f"--screenshot={shot}", url + "#selftest"], args.timeout)
+            take_screenshot(args, url, verdict.get("boxes", []))
     finally:
         server.shutdown()
         if workdir is not None:

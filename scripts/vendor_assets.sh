@@ -77,11 +77,10 @@ cp "$MJ/LICENSE" "$NEW/mathjax/LICENSE"
 HM="jupyter-widgets-html-manager/package"
 cp "$HM/dist/embed-amd.js" "$NEW/jupyter-widgets/"
 cp "$HM"/dist/*.woff2 "$NEW/jupyter-widgets/"
-cp "$HM/LICENSE" "$NEW/jupyter-widgets/LICENSE" 2>/dev/null || cp "$HM/package.json" "$NEW/jupyter-widgets/package.json"
+cp "$HM/package.json" "$NEW/jupyter-widgets/package.json"   # carries the licence (BSD-3-Clause); no LICENSE file
 cp "$HM/dist/embed.js.LICENSE.txt" "$NEW/jupyter-widgets/THIRD-PARTY-LICENSES.txt"
 
 cp requirejs/package/require.js "$NEW/requirejs/"
-cp requirejs/package/LICENSE "$NEW/requirejs/LICENSE" 2>/dev/null || true
 
 cat > "$NEW/README.md" <<EOF
 # Vendored front-end assets (do not edit by hand)
@@ -94,8 +93,13 @@ Created by \`scripts/vendor_assets.sh\` from the npm registry with \`npm pack\`:
 | @jupyter-widgets/html-manager | ${HTML_MANAGER_VERSION} | dist/embed-amd.js, dist/*.woff2 (Font Awesome) |
 | requirejs | ${REQUIREJS_VERSION} | require.js |
 
-Each keeps its upstream licence file beside it. \`offline/\` holds our own glue code (kept when this script runs). \`_config.yml\` serves this folder through \`html_static_path\`,
-so in the built site these files live under \`_static/\`.
+Licences: MathJax, Apache-2.0 (\`mathjax/LICENSE\`); @jupyter-widgets/html-manager, BSD-3-Clause (\`jupyter-widgets/package.json\`,
+bundled third-party notices in \`jupyter-widgets/THIRD-PARTY-LICENSES.txt\`); RequireJS, MIT (header of \`requirejs/require.js\`).
+
+\`offline/widgets-offline.js\` is ours (not from npm; the script keeps it): it points the widget manager at its fonts
+in \`_static/jupyter-widgets/\` and forwards its MathJax 2 calls to MathJax 3.
+
+\`_config.yml\` serves this folder through \`html_static_path\`, so in the built site these files live under \`_static/\`.
 EOF
 
 # Keep our own files (_vendor/offline/: not from npm), replace the rest.

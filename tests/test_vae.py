@@ -253,6 +253,10 @@ def test_bad_inputs_raise_clear_errors():
         model.iw_bound(binary_data(2), 0)
     with pytest.raises(ValueError, match="positive integer"):
         model.sample(0)
+    with pytest.raises(ValueError, match="chunk"):
+        model.log_likelihood(binary_data(2), k=10, chunk=0)
+    with pytest.raises(ValueError, match="mc"):
+        model.elbo(binary_data(2), mc=0)
 
 
 def test_state_dict_roundtrip(tmp_path):

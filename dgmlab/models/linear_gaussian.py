@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
-from dgmlab.models.base import check_input
+from dgmlab.models.base import Output, check_input
 from dgmlab.models.vae import LatentVariableModel
 
 STD_FLOOR = 1e-4
@@ -190,6 +190,21 @@ class LinearGaussian(LatentVariableModel):
         q = self.encode(x)
         q_full = MultivariateNormal(q.base_dist.loc, scale_tril=torch.diag_embed(q.base_dist.scale))
         return kl_divergence(q_full, self.posterior(x))
+
+    # --- training (e.g. with dgmlab.training.fit): probabilistic PCA by maximising the ELBO ---------------------------
+    def step(self, batch: dict[str, torch.Tensor], epoch: int) -> Output:
+        """Loss ``-ELBO`` (one reparameterised sample, analytic KL) on ``batch["x"]``."""
+        terms = {k: v.mean() for k, v in self.elbo(batch["x"]).items()}
+        return Output(loss=-terms["elbo"], terms={k: v.detach() for k, v in terms.items()},
+                      metrics={k: float(v) for k, v in terms.items()})
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000) -> dict[str, float]:
+        """Exact test quantities: ``test_elbo`` (no Monte Carlo), ``test_log_px`` and ``test_gap`` (their
+        difference, ``KL(q(z|x) || p(z|x))``), averaged over ``x``."""
+        elbo, log_px = self.elbo_exact(x), self.log_px(x)
+        return {"test_elbo": float(elbo.mean()), "test_log_px": float(log_px.mean()),
+                "test_gap": float((log_px - elbo).mean())}
 
     @torch.no_grad()
     def use_optimal_encoder(self) -> None:

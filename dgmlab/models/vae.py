@@ -110,6 +110,7 @@ class LatentVariableModel(Model):
         ``analytic_kl=False`` the Monte Carlo estimate ``log q(z|x) - log p(z)`` at the same samples (then
         ``elbo`` equals ``iw_bound(x, 1)`` drawn with the same random numbers).
         """
+        _check_k(mc, "Monte Carlo samples mc")
         q, z, log_px_z, log_pz, log_qz = self.joint_terms(x, (mc,))
         recon = log_px_z.mean(0)
         kl = kl_divergence(q, self.prior(x)) if analytic_kl else (log_qz - log_pz).mean(0)
@@ -130,6 +131,9 @@ class LatentVariableModel(Model):
         exist at once (default ``batch_size``: ``IW_EVAL_ROWS // chunk``, at least 1). Runs in eval mode.
         """
         _check_k(k)
+        _check_k(chunk, "chunk")
+        if batch_size is not None:
+            _check_k(batch_size, "batch_size")
         self.check_observed(x)
         rows = batch_size or max(1, IW_EVAL_ROWS // chunk)
         out = []
@@ -195,9 +199,9 @@ class LatentVariableModel(Model):
             return p_x.mean if mean else p_x.sample()
 
 
-def _check_k(k: int) -> None:
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"the number of importance samples must be a positive integer, got {k!r}")
+def _check_k(k: int, what: str = "the number of importance samples k") -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"{what} must be a positive integer, got {k!r}")
 
 
 @dataclass
@@ -250,8 +254,10 @@ class VAEConfig:
 
 @register
 class VAE(LatentVariableModel):
-    """The VAE of section 3.2.2: MLP encoder ``q(z|x)`` (3.25)-(3.29), mirrored MLP decoder ``p(x|z)`` (3.24),
-    trained on the ELBO (3.30) (or, with ``iw > 1``, on the importance-weighted bound (3.31))."""
+    """Variational auto-encoder: MLP q(z|x) (3.25)-(3.29), mirrored p(x|z) (3.24), trained on the ELBO (3.30).
+
+    The VAE of thesis section 3.2.2; with ``iw > 1`` it is trained on the importance-weighted bound (3.31) instead.
+    """
 
     name: ClassVar[str] = "vae"
     setting: ClassVar[str] = "unsupervised"
@@ -347,7 +353,7 @@ class IWAEConfig(VAEConfig):
 
 @register
 class IWAE(VAE):
-    """The importance-weighted auto-encoder (Burda et al., 2015): the VAE's networks trained on ``L_iw`` (3.31)."""
+    """Importance-weighted auto-encoder (Burda et al. 2015): the VAE trained on the K-sample bound L_K (3.31)."""
 
     name: ClassVar[str] = "iwae"
     Config: ClassVar[type] = IWAEConfig
