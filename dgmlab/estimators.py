@@ -17,12 +17,12 @@ Book section 3.2 (``book/ch03_generative_models/gradient_estimators.ipynb``) der
 The problem is described by two functions:
 
 * ``family(phi) -> q``: the variational distribution for parameters ``phi`` of shape ``(*lead, P)``, with batch shape
-  ``(*lead, *extra)``. ``extra`` holds independent factors whose contributions are *summed* (e.g. one Gaussian per
-  data point, see :func:`diagonal_gaussian`);
-* ``integrand(z, q) -> f``: the value ``f(z)`` per factor, shape ``(*lead, *extra)``. It receives ``q`` so that an ELBO
-  integrand ``log p(x, z) - log q(z)`` can be written (:func:`elbo_integrand`). The score-function estimator uses
-  only its value (so for the ELBO it is exactly (3.18)); the reparameterised one differentiates through ``z`` *and* ``q``
-  (3.20).
+  ``(*lead, *extra)``. ``extra`` holds independent factors (e.g. one Gaussian per data point, see
+  :func:`diagonal_gaussian`); the objective is the *sum* of their expectations;
+* ``integrand(z, q) -> f``: the value ``f_e(z_e)`` per sample and factor, shape ``(S, *lead, *extra)``. It receives
+  ``q`` so that an ELBO integrand ``log p(x, z) - log q(z)`` can be written (:func:`elbo_integrand`). The
+  score-function estimator uses only its value (so for the ELBO it is exactly (3.18)); the reparameterised one
+  differentiates through ``z`` *and* ``q`` (3.20).
 
 Every estimator returns ``n_estimates`` independent estimates, each from ``n_samples`` samples, as a tensor of shape
 ``(n_estimates, P)``; :func:`summarize` turns them into bias, variance and standard errors. All computations follow the
@@ -87,7 +87,8 @@ def elbo_integrand(log_joint: Callable[[torch.Tensor], torch.Tensor]) -> Integra
 
 # --- baselines ----------------------------------------------------------------------------------------------------
 class RunningMeanBaseline:
-    """An exponential moving average of past values of ``f``: ``b <- decay * b + (1 - decay) * mean f``.
+    """An exponential moving average of past values of ``f``, one per factor:
+    ``b <- decay * b + (1 - decay) * mean f``.
 
     The estimator uses the value *before* it is updated with the current samples, so ``b`` does not depend on them and
     the estimator stays unbiased. The first call has no history and uses ``b = 0``.
@@ -99,34 +100,35 @@ class RunningMeanBaseline:
         self.decay = decay
         self.value: torch.Tensor | None = None
 
-    def current(self, like: torch.Tensor) -> torch.Tensor:
-        return torch.zeros((), dtype=like.dtype, device=like.device) if self.value is None else self.value
+    def current(self, f: torch.Tensor) -> torch.Tensor:
+        return torch.zeros((), dtype=f.dtype, device=f.device) if self.value is None else self.value
 
     def update(self, f: torch.Tensor) -> None:
-        mean = f.detach().mean()
+        mean = f.detach().mean((0, 1))  # average over samples and replicates, one value per factor
         self.value = mean if self.value is None else self.decay * self.value + (1 - self.decay) * mean
 
 
-def _baseline_values(baseline: Baseline, f: torch.Tensor, n_params: int) -> torch.Tensor:
-    """The baseline ``b_s`` for every sample, broadcastable to ``(S, R, P)``; ``f`` has shape ``(S, R)``."""
+def _baseline_values(baseline: Baseline, f: torch.Tensor) -> torch.Tensor:
+    """The baseline ``b_s`` for every sample and factor, broadcastable to ``f`` (shape ``(S, R, *extra)``)."""
     if baseline is None:
         return torch.zeros((), dtype=f.dtype, device=f.device)
     if isinstance(baseline, RunningMeanBaseline):
         return baseline.current(f)
     if isinstance(baseline, str):
         if baseline != "leave_one_out":
-            raise ValueError(f"unknown baseline {baseline!r}; use None, a number, a tensor of shape (P,), "
+            raise ValueError(f"unknown baseline {baseline!r}; use None, a number, a tensor with one value per factor, "
                              f"a RunningMeanBaseline or one of {BASELINE_NAMES}")
         s = f.shape[0]
         if s < 2:
             raise ValueError("the leave_one_out baseline averages the *other* samples, so it needs n_samples >= 2")
         # b_s = mean of the other S-1 values: independent of z_s, hence unbiased (the "RLOO" estimator)
-        return ((f.sum(0, keepdim=True) - f) / (s - 1)).unsqueeze(-1)
+        return (f.sum(0, keepdim=True) - f) / (s - 1)
     b = torch.as_tensor(baseline, dtype=f.dtype, device=f.device)
-    if b.dim() == 0 or (b.dim() == 1 and b.shape[0] == n_params):
-        return b
-    raise ValueError(f"a constant baseline must be a number or a tensor of shape ({n_params},) (one per parameter), "
-                     f"got shape {tuple(b.shape)}")
+    extra = f.shape[2:]
+    if b.shape != () and b.shape != extra:
+        raise ValueError(f"a constant baseline must be a number or a tensor with one value per factor, shape "
+                         f"{tuple(extra)}, got shape {tuple(b.shape)}")
+    return b
 
 
 # --- the estimators -----------------------------------------------------------------------------------------------
@@ -139,52 +141,54 @@ def _check(phi: torch.Tensor, n_samples: int, n_estimates: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _per_lead(values: torch.Tensor, n_lead: int) -> torch.Tensor:
-    """Sum the ``extra`` factor axes: ``(*lead, *extra) -> lead``."""
-    return values.reshape(*values.shape[:n_lead], -1).sum(-1)
+def _replicate(phi: torch.Tensor, *lead: int) -> torch.Tensor:
+    """Independent, differentiable copies of ``phi`` with leading shape ``lead``: the gradient of a sum of per-copy
+    terms w.r.t. them is every copy's own gradient, all from one backward pass."""
+    return phi.detach().expand(*lead, phi.shape[0]).clone().requires_grad_(True)
 
 
-def score_function_terms(family: Family, integrand: Integrand, phi: torch.Tensor, n_samples: int,
-                         n_estimates: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample pieces of the score-function estimator: ``f(z_s)`` (shape ``(S, R)``) and the score
-    ``grad_phi log q_phi(z_s)`` (shape ``(S, R, P)``), for ``S = n_samples`` draws in each of ``R = n_estimates``
-    independent replicates.
-
-    Every sample gets its own copy of ``phi``, so one backward pass gives all ``S * R`` scores at once.
-    """
-    _check(phi, n_samples, n_estimates)
-    phi_s = phi.detach().expand(n_samples, n_estimates, phi.shape[0]).clone().requires_grad_(True)
-    q = family(phi_s)
-    with torch.no_grad():
-        z = q.sample()  # one draw per copy of phi: shape (S, R, *extra, d)
-        f = _per_lead(integrand(z, family(phi.detach())), 2)
-    log_q = _per_lead(q.log_prob(z), 2)
-    (score,) = torch.autograd.grad(log_q.sum(), phi_s)
-    return f, score
+def _values(integrand: Integrand, z: torch.Tensor, q: Distribution, shape: torch.Size) -> torch.Tensor:
+    f = integrand(z, q)
+    if f.shape != shape:
+        raise ValueError(f"the integrand must return one value per sample and factor, shape {tuple(shape)}, "
+                         f"got {tuple(f.shape)}")
+    return f
 
 
 def score_function_gradient(family: Family, integrand: Integrand, phi: torch.Tensor, n_samples: int,
                             n_estimates: int = 1, baseline: Baseline = None) -> torch.Tensor:
-    """The score-function estimator (3.18): ``(1/S) sum_s (f(z_s) - b_s) grad_phi log q_phi(z_s)``.
+    """The score-function estimator (3.18): ``(1/S) sum_s sum_e (f_e(z_s) - b_se) grad_phi log q_e(z_s)``.
+
+    With several factors ``e`` (e.g. one per data point), each factor's score is weighted by its *own* value ``f_e``:
+    the other factors' values are independent of it and would only add variance (this is how a minibatch surrogate
+    ``sum_n log w_n.detach() * log q(z_n|x_n)`` behaves too).
 
     Args:
-        family: ``phi -> q_phi``; integrand: ``(z, q) -> f(z)`` (only its value is used).
+        family: ``phi -> q_phi``; integrand: ``(z, q) -> f(z)`` (only its value is used, so for the ELBO integrand
+            this is exactly (3.18)).
         phi: the variational parameters, shape ``(P,)``.
         n_samples: ``S``, samples per estimate.
         n_estimates: ``R`` independent estimates (for measuring the variance).
-        baseline: ``None`` (plain REINFORCE); a number, or a tensor of shape ``(P,)`` with one constant per parameter
-            (e.g. from :func:`optimal_baseline`); ``"leave_one_out"`` (``b_s`` = mean of the other ``S - 1`` values,
-            needs ``S >= 2``); or a :class:`RunningMeanBaseline`, updated after use.
+        baseline: ``None`` (plain REINFORCE); a number, or a tensor with one constant per factor (e.g. from
+            :func:`optimal_baseline`); ``"leave_one_out"`` (``b_s`` = mean of the other ``S - 1`` values, needs
+            ``S >= 2``); or a :class:`RunningMeanBaseline`, updated after use.
 
     Returns:
-        Estimates of shape ``(R, P)``; each is unbiased whatever the baseline, since ``b_s`` never depends on ``z_s``.
+        Estimates of shape ``(R, P)``; each is unbiased whatever the baseline, since ``b_s`` never depends on ``z_s``
+        and the score has mean zero.
     """
-    f, score = score_function_terms(family, integrand, phi, n_samples, n_estimates)
-    b = _baseline_values(baseline, f, phi.shape[0])
-    estimate = ((f.unsqueeze(-1) - b) * score).mean(0)
+    _check(phi, n_samples, n_estimates)
+    phi_r = _replicate(phi, n_estimates)
+    q = family(phi_r)  # batch shape (R, *extra)
+    with torch.no_grad():
+        z = q.sample((n_samples,))
+        f = _values(integrand, z, family(phi.detach()), z.shape[:1] + q.batch_shape)  # (S, R, *extra)
+        b = _baseline_values(baseline, f)
+    surrogate = ((f - b) * q.log_prob(z)).mean(0).sum()
+    (grad,) = torch.autograd.grad(surrogate, phi_r)
     if isinstance(baseline, RunningMeanBaseline):
         baseline.update(f)
-    return estimate
+    return grad
 
 
 def reparameterised_gradient(family: Family, integrand: Integrand, phi: torch.Tensor, n_samples: int,
@@ -195,26 +199,37 @@ def reparameterised_gradient(family: Family, integrand: Integrand, phi: torch.Te
     Returns estimates of shape ``(n_estimates, P)``.
     """
     _check(phi, n_samples, n_estimates)
-    phi_r = phi.detach().expand(n_estimates, phi.shape[0]).clone().requires_grad_(True)
+    phi_r = _replicate(phi, n_estimates)
     q = family(phi_r)
     if not q.has_rsample:
         raise ValueError(f"{type(q).__name__} cannot be reparameterised (no rsample); use score_function_gradient")
     z = q.rsample((n_samples,))  # (S, R, *extra, d), differentiable in phi_r
-    f = _per_lead(integrand(z, q), 2)
+    f = _values(integrand, z, q, z.shape[:1] + q.batch_shape)
     (grad,) = torch.autograd.grad(f.mean(0).sum(), phi_r)
     return grad
 
 
 def optimal_baseline(family: Family, integrand: Integrand, phi: torch.Tensor, n_samples: int = 1000) -> torch.Tensor:
-    """The per-parameter constant ``b*_j = E[f s_j^2] / E[s_j^2]`` (``s = grad_phi log q``) that minimises the
-    variance of each coordinate of the score-function estimator, estimated from ``n_samples`` pilot draws.
+    """The constant per factor ``b*_e = E[f_e |s_e|^2] / E[|s_e|^2]``, ``s_e = grad_phi log q_e(z)``, that minimises
+    the total variance of the score-function estimator, estimated from ``n_samples`` pilot draws.
 
-    Draw the pilot samples separately from the ones used with it: then ``b*`` is independent of them and the
-    estimator stays unbiased. Returns a tensor of shape ``(P,)``.
+    (The variance of ``(f - b) s`` is ``E[(f - b)^2 |s|^2] - |grad|^2``; setting its derivative in ``b`` to zero
+    gives ``b*``.) Draw the pilot samples separately from the ones the baseline is used with: then ``b*`` does not
+    depend on them and the estimator stays unbiased. Returns a tensor of shape ``extra`` (a scalar for one factor).
     """
-    f, score = score_function_terms(family, integrand, phi, n_samples, 1)
-    s2 = score[:, 0] ** 2
-    return (f[:, 0, None] * s2).sum(0) / s2.sum(0).clamp_min(torch.finfo(s2.dtype).tiny)
+    _check(phi, n_samples, 1)
+    phi_s = _replicate(phi, n_samples)  # one copy per sample: per-sample scores from one backward pass
+    q = family(phi_s)  # batch shape (S, *extra)
+    with torch.no_grad():
+        z = q.sample()
+        f = _values(integrand, z, family(phi.detach()), q.batch_shape)  # (S, *extra)
+    log_q = q.log_prob(z).reshape(n_samples, -1)  # (S, E)
+    score_sq = torch.stack([  # |grad log q_e|^2 per sample; a short loop over factors, in the pilot only
+        torch.autograd.grad(log_q[:, e].sum(), phi_s, retain_graph=True)[0].pow(2).sum(-1)
+        for e in range(log_q.shape[1])], dim=-1)
+    f = f.reshape(n_samples, -1)
+    b = (f * score_sq).sum(0) / score_sq.sum(0).clamp_min(torch.finfo(score_sq.dtype).tiny)
+    return b.reshape(q.batch_shape[1:])
 
 
 # --- measuring ----------------------------------------------------------------------------------------------------
@@ -258,5 +273,4 @@ def variance_curve(estimator: Callable[[int], torch.Tensor], sample_sizes: list[
 
 
 __all__ = ["BASELINE_NAMES", "EstimatorSummary", "RunningMeanBaseline", "diagonal_gaussian", "elbo_integrand",
-           "optimal_baseline", "reparameterised_gradient", "score_function_gradient", "score_function_terms",
-           "summarize", "variance_curve"]
+           "optimal_baseline", "reparameterised_gradient", "score_function_gradient", "summarize", "variance_curve"]

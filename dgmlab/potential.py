@@ -130,6 +130,18 @@ class Potential:
         log_f = self.log_f(torch.stack([z1, z2], dim=-1))
         return float(torch.logsumexp(log_f.flatten(), dim=0) + 2 * math.log(h))
 
+    def sample_exact(self, n: int, lim: float = 6.0, cells: int = 600, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` samples of the exact ``p(z)``: pick grid cells with probability ``p`` (quadrature weights), then a
+        uniform point inside the cell. Exact up to the grid resolution (cell width ``2 lim / cells``)."""
+        h = 2 * lim / cells
+        axis = torch.linspace(-lim + h / 2, lim - h / 2, cells, dtype=torch.float64)
+        z1, z2 = torch.meshgrid(axis, axis, indexing="xy")
+        centres = torch.stack([z1, z2], dim=-1).reshape(-1, 2)
+        probs = torch.softmax(self.log_f(centres), dim=0)
+        idx = torch.multinomial(probs, n, replacement=True, generator=generator)
+        jitter = (torch.rand(n, 2, dtype=torch.float64, generator=generator) - 0.5) * h
+        return (centres[idx] + jitter).float()
+
 
 def importance_log_z(target: Potential, proposal: torch.distributions.Distribution, n: int = 200_000,
                      generator_seed: int | None = None) -> tuple[float, float]:
@@ -169,10 +181,24 @@ class AuxiliaryQConfig:
     dim_a: int = 4
     hidden: tuple[int, ...] = (20, 20, 20)
     activation: str = "relu"
+    init: str = "glorot"  # Glorot-normal weights as in A §3 (ReLU gain on hidden layers); "torch" = PyTorch default
 
 
 def _free_gaussian(mean: torch.Tensor, logvar: torch.Tensor) -> Independent:
     return Independent(Normal(mean, torch.exp(0.5 * logvar.clamp(dnn.LOGVAR_MIN, dnn.LOGVAR_MAX))), 1)
+
+
+def _glorot_init(module: nn.Module) -> None:
+    # Hidden layers get the ReLU gain so that the a -> z map is not nearly constant at the start; heads gain 1.
+    if isinstance(module, dnn.MLP):
+        for layer in module:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_normal_(layer.weight, gain=nn.init.calculate_gain("relu"))
+                nn.init.zeros_(layer.bias)
+    elif isinstance(module, dnn.GaussianHead):
+        for layer in (module.mu, module.scale):
+            nn.init.xavier_normal_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
 
 class GaussianQ(nn.Module):
@@ -227,6 +253,10 @@ class AuxiliaryQ(nn.Module):
         self.q_a_logvar = nn.Parameter(torch.zeros(c.dim_a))
         self.q_z_given_a = dnn.gaussian(c.dim_a, c.hidden, c.dim_z, "logvar", c.activation)
         self.p_a_given_z = dnn.gaussian(c.dim_z, c.hidden, c.dim_a, "logvar", c.activation)
+        if c.init == "glorot":
+            self.apply(_glorot_init)
+        elif c.init != "torch":
+            raise ValueError(f"unknown init {c.init!r}; choose 'glorot' (A §3) or 'torch' (PyTorch's default)")
 
     def q_a(self) -> Independent:
         return _free_gaussian(self.q_a_mean, self.q_a_logvar)

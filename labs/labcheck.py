@@ -685,13 +685,17 @@ def check_vae_loss(vae_loss: Callable, seed: int = 0) -> None:
     if diff > tol:
         _fail(ex, f"on average your loss is {losses.mean().item():.3f}, but a Monte Carlo reference gives "
                   f"{ref.mean().item():.3f}: sample z ~ q(z|x) with the right standard deviation exp(log_var / 2)")
+    # The KL term alone also sends gradients to the encoder; the reconstruction term must add its own share,
+    # which it can only do through a reparameterised sample.
     model.zero_grad()
     loss = _call(ex, vae_loss, model, xb)
     loss.backward()
-    grad = model.log_var.weight.grad
-    if grad is None or grad.abs().max() == 0:
-        _fail(ex, "no gradient reached the encoder's log-variance: sample z with your reparameterised_sample, not "
-                  "with .sample() or under torch.no_grad()")
+    mu_, log_var_ = model.encode(xb)
+    kl_grads = torch.autograd.grad(_ref_kl(mu_, log_var_).mean(), [model.mu.weight, model.log_var.weight])
+    for head, g_kl in zip((model.mu, model.log_var), kl_grads):
+        if head.weight.grad is None or torch.allclose(head.weight.grad, g_kl, atol=1e-10):
+            _fail(ex, "the reconstruction term sends no gradient to the encoder: sample z with your "
+                      "reparameterised_sample (or rsample), not with .sample(), torch.normal or under torch.no_grad()")
     _passed(ex, "exact for a nearly deterministic encoder, unbiased otherwise, and gradients reach the encoder")
 
 

@@ -221,6 +221,14 @@ def source_paths(names: list[str] | None = None) -> list[Path]:
     return paths
 
 
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (for messages)."""
+    try:
+        return str(path.relative_to(LABS_DIR.parent))
+    except ValueError:
+        return str(path)
+
+
 def outputs_present(nb: nbformat.NotebookNode) -> bool:
     return any(c.cell_type == "code" and (c.get("outputs") or c.get("execution_count")) for c in nb.cells)
 
@@ -241,7 +249,7 @@ def generate(names: list[str] | None = None, check: bool = False) -> int:
     problems = 0
     for lab in labs:
         if outputs_present(lab.nb):
-            msg = (f"{lab.path.relative_to(LABS_DIR.parent)} holds outputs; clear them (Jupyter: Edit > Clear Outputs "
+            msg = (f"{shown(lab.path)} holds outputs; clear them (Jupyter: Edit > Clear Outputs "
                    f"of All Cells) before committing")
             if check:
                 print(f"ERROR: {msg}")
@@ -249,7 +257,7 @@ def generate(names: list[str] | None = None, check: bool = False) -> int:
             else:
                 print(f"warning: {msg}")
     for path, text in expected_files(labs).items():
-        rel = path.relative_to(LABS_DIR.parent)
+        rel = shown(path)
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current == text:
             continue

@@ -11,15 +11,23 @@ What it does:
    or kept cell's decoding; it also checks unique ids, that every image decoded, and that no resource came from
    another host. It writes a JSON verdict into the page;
 3. runs ``chromium --headless --dump-dom`` and reads the verdict, then takes a screenshot of the page after the
-   self-test (``--screenshot``).
+   self-test (``--screenshot``), cropped to the views.
+
+``--jupyterlab`` checks the other half instead: it starts JupyterLab on 127.0.0.1 with a two-cell notebook (a
+latent explorer and a class-conditional explorer in the default ``mode="auto"``), opens it in headless Chromium
+driven by playwright-core, runs it on a real kernel, then uses the real mouse: hover and click on the static view
+inside the JupyterLab output, drag a live slider and pick a style in the live dropdown, and checks that the kernel
+decoded again and the images changed.
 
 Usage::
 
     python scripts/check_explorer.py                       # standalone test page; exit status 0 = pass
     python scripts/check_explorer.py --screenshot /tmp/explorer.png
     python scripts/check_explorer.py --page _build/html/book/appendix/explorer_demo.html --root _build/html
+    npm i --prefix /tmp/pw playwright-core && python scripts/check_explorer.py --jupyterlab --playwright /tmp/pw
 
-Needs the Debian package ``chromium`` (or ``--chromium PATH``).
+Needs the Debian package ``chromium`` (or ``--chromium PATH``); ``--jupyterlab`` also needs node and
+playwright-core (only as a driver: it uses the same Chromium).
 """
 
 from __future__ import annotations
@@ -260,6 +268,16 @@ def blob(z):
 
 latent_explorer(blob, 2, grid=9, title="JupyterLab check")"""
 
+LAB_CELL_CLASSES = """from dgmlab.widgets import class_conditional_explorer
+
+def generate(z, y):
+    img = blob(z).clone()
+    img[torch.arange(len(y)), 4:24, 3 + 2 * y] = 1.0  # a bar whose column encodes the class
+    return img
+
+class_conditional_explorer(generate, torch.randn(4, 2, generator=torch.Generator().manual_seed(0)), 5,
+                           title="JupyterLab class check")"""
+
 LAB_DRIVER = r"""
 const { chromium } = require("playwright-core");
 (async () => {
@@ -280,8 +298,9 @@ const { chromium } = require("playwright-core");
       return k && k.status === "idle";
     }, null, {timeout: 180000, polling: 500});
     await page.evaluate(() => window.jupyterapp.commands.execute("notebook:run-all-cells"));
-    await page.waitForSelector('.dgmx[data-ready="1"]', {timeout: 180000});
-    check("static view initialised inside a JupyterLab output", true);
+    await page.waitForFunction(() => document.querySelectorAll('.dgmx[data-ready="1"]').length === 2, null,
+                               {timeout: 180000, polling: 500});
+    check("both static views initialised inside JupyterLab outputs", true);
     await page.waitForSelector(".widget-slider", {timeout: 180000});
     check("live widget rendered (sliders present)", true);
 
@@ -327,12 +346,32 @@ const { chromium } = require("playwright-core");
     check("live view: dragging a slider makes the kernel decode again", n1 > n0, n0 + " -> " + n1 + " decodings; " + readout);
     check("live view: the decoded image and the map change", imgs1.length === imgs0.length && imgs1.some((s, i) => s !== imgs0[i]));
     check("live view: the read-out follows the slider", /z\[0\] = (?!0\.00)/.test(readout || ""), readout);
+
+    // Class-conditional views: a click on a static row; a new style picked in the live dropdown.
+    const row = await page.$('.dgmx-classes .dgmx-row[data-row="2"]');
+    await row.scrollIntoViewIfNeeded();
+    await row.click();
+    const csel = await page.getAttribute(".dgmx-classes", "data-selected");
+    check("class view in JupyterLab: click keeps the clicked style", csel === "2", "selected " + csel);
+    const classReadout = () => page.evaluate(() => Array.from(document.querySelectorAll(".widget-html"))
+      .map(e => e.textContent).find(t => /stored value/.test(t)) || "");
+    const r0 = await classReadout();
+    const picker = page.locator(".widget-dropdown select").first();
+    await picker.scrollIntoViewIfNeeded();
+    await picker.selectOption({index: 2});
+    await page.waitForFunction(() => Array.from(document.querySelectorAll(".widget-html"))
+      .some(e => /^style 2: /.test(e.textContent)), null, {timeout: 60000, polling: 200});
+    const r1 = await classReadout();
+    check("class live view: picking a style makes the kernel generate it", r0 !== r1 && /^style 2: /.test(r1), r0 + " -> " + r1);
     const ours = errors.filter(e => /dgmx/.test(e));
     check("no JavaScript errors from the explorer", ours.length === 0, ours.join(" | "));
     if (shot) {
       const out = await page.$(".jp-OutputArea");
       await out.scrollIntoViewIfNeeded();
       await out.screenshot({path: shot});
+      const outs = await page.$$(".jp-OutputArea");
+      await outs[outs.length - 1].scrollIntoViewIfNeeded();
+      await outs[outs.length - 1].screenshot({path: shot.replace(/\.png$/, "") + "-classes.png"});
     }
   } catch (e) {
     check("JupyterLab run finished", false, String(e).slice(0, 500));
@@ -353,25 +392,34 @@ def _free_port() -> int:
 
 
 def check_jupyterlab(args) -> tuple[list[dict], float]:
-    """Open a notebook that calls ``latent_explorer`` in a real JupyterLab (headless Chromium driven by
-    playwright-core), run it on a real kernel, move the mouse over the static view and drag a live slider."""
+    """Open a notebook calling both explorers in a real JupyterLab (headless Chromium driven by playwright-core),
+    run it on a real kernel, use the static views with the mouse, drag a live slider and pick a live style."""
     import nbformat
     import urllib.request
 
     pw = Path(args.playwright).resolve()
     if not (pw / "node_modules" / "playwright-core").exists():
-        raise SystemExit(f"playwright-core not found under {pw}; install it with: npm i --prefix {pw} playwright-core")
+        print(f"playwright-core not found under {pw}; install it with: npm i --prefix {pw} playwright-core")
+        raise SystemExit(2)
     work = Path(tempfile.mkdtemp(prefix="dgmx-lab-"))
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(LAB_CELL)])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(LAB_CELL),
+                                         nbformat.v4.new_code_cell(LAB_CELL_CLASSES)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, work / "explorer_check.ipynb")
     (work / "driver.js").write_text(LAB_DRIVER)
+    # No "get Jupyter news?" prompt over the outputs in the screenshot.
+    settings = work / "lab_settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     port, token = _free_port(), "dgmx-check"
-    env = dict(os.environ, OMP_NUM_THREADS="1", JUPYTER_CONFIG_DIR=str(work / "jupyter_config"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", JUPYTER_CONFIG_DIR=str(work / "jupyter_config"),
+               JUPYTERLAB_SETTINGS_DIR=str(work / "lab_settings"))
+    log = open(work / "lab.log", "w")
     lab = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
                             f"--ServerApp.token={token}", f"--ServerApp.root_dir={work}", "--allow-root",
-                            "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-                           stdout=subprocess.DEVNULL, stderr=open(work / "lab.log", "w"), env=env)
+                            "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
+                            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+                           stdout=subprocess.DEVNULL, stderr=log, env=env)
     t0 = time.time()
     try:
         for _ in range(120):
@@ -386,7 +434,9 @@ def check_jupyterlab(args) -> tuple[list[dict], float]:
                              text=True, timeout=600, env=dict(env, NODE_PATH=str(pw / "node_modules")))
         line = next((ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
-            raise RuntimeError(f"the JupyterLab driver gave no result: {res.stdout[-1500:]} {res.stderr[-1500:]}")
+            log.flush()
+            raise RuntimeError(f"the JupyterLab driver gave no result: {res.stdout[-1500:]} {res.stderr[-1500:]}\n"
+                               f"JupyterLab log: {(work / 'lab.log').read_text()[-1500:]}")
         return json.loads(line[len("RESULT "):]), time.time() - t0
     finally:
         lab.terminate()
@@ -394,6 +444,7 @@ def check_jupyterlab(args) -> tuple[list[dict], float]:
             lab.wait(timeout=20)
         except subprocess.TimeoutExpired:
             lab.kill()
+        log.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -427,8 +478,7 @@ def main(argv=None) -> int:
         expected = None
     else:
         workdir = Path(tempfile.mkdtemp(prefix="dgmx-check-"))
-        page = root = workdir
-        page = workdir / "index.html"
+        root, page = workdir, workdir / "index.html"
         expected = build_test_page(page)
     inject = "/" + page.relative_to(root).as_posix()
     server, url = serve(root, inject)

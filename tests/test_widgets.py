@@ -101,7 +101,8 @@ def test_higher_latent_dims_keep_base_z_outside_the_explored_pair():
     z = seen[0]
     assert z.shape == (9, 5)
     assert torch.allclose(z[:, [0, 2, 4]], base[[0, 2, 4]].expand(9, 3))
-    assert torch.allclose(z[:3, 3], torch.tensor([-3.0, 0.0, 3.0])) and torch.allclose(z[::3, 1], torch.tensor([3.0, 0.0, -3.0]))
+    assert torch.allclose(z[:3, 3], torch.tensor([-3.0, 0.0, 3.0]))
+    assert torch.allclose(z[::3, 1], torch.tensor([3.0, 0.0, -3.0]))
 
 
 def test_latent_grid_per_axis_extent():
@@ -237,14 +238,17 @@ def test_class_live_picks_style_and_moves_one_dimension():
     assert z.shape == (5, 2) and y.tolist() == [0, 1, 2, 3, 4]
     before = [img.value for img in live.images]
     live.style_picker.value = 2
-    assert torch.allclose(gen.calls[-1][0], styles[2].expand(5, 2))
-    assert live.slider.value == pytest.approx(-2.0), "a new style starts the slider at its own value"
+    assert torch.equal(gen.calls[-1][0], styles[2].expand(5, 2)), "a new style starts exactly on the stored code"
     assert [img.value for img in live.images] != before
+    live.slider.value = 1.0  # shift z[0] of style 2
+    assert torch.allclose(gen.calls[-1][0], torch.tensor([[-1.0, 0.5]]).expand(5, 2))
+    assert "z[0] = -1.00" in live.readout.value
     n = len(gen.calls)
-    live.dim_picker.value = 1
-    assert len(gen.calls) == n + 1 and live.slider.value == pytest.approx(0.5)
+    live.dim_picker.value = 1  # a new dimension starts unshifted, with one call
+    assert len(gen.calls) == n + 1 and live.slider.value == 0.0
+    assert torch.equal(gen.calls[-1][0], styles[2].expand(5, 2))
     live.slider.value = 2.0
-    assert torch.allclose(gen.calls[-1][0], torch.tensor([[-2.0, 2.0]]).expand(5, 2))
+    assert torch.allclose(gen.calls[-1][0], torch.tensor([[-2.0, 2.5]]).expand(5, 2))
 
 
 # -------------------------------------------------------------------------------------------------- clear errors
@@ -304,3 +308,21 @@ def test_class_view_bad_arguments():
         class_conditional_explorer(gen, torch.zeros(2, 2), 3, style_images=torch.zeros(3, 784), mode="static")
     with pytest.raises(ValueError, match=r"generate failed on inputs of shape \(6, 2\), \(6,\)"):
         class_conditional_explorer(lambda z, y: z @ torch.ones(5, 784), torch.zeros(2, 2), 3, mode="static")
+
+
+def test_non_square_images_keep_their_aspect_ratio():
+    view = latent_explorer(lambda z: torch.sigmoid(z.sum(1)).reshape(-1, 1, 1).expand(-1, 20, 30), 2, grid=3,
+                           image_shape=(20, 30), mode="static")
+    assert view.data.count('class="dgmx-cell" src=') == 9
+    assert 'width="28" height="19"' in view.data  # 30x20 pixels shown in a 28x19 cell
+    assert png_pixels(srcs(view.data, "dgmx-cell")[0]).shape == (20, 30)
+
+
+def test_live_map_draws_points_and_moves_its_cross_hair():
+    pts = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
+    live = latent_explorer(Recorder(), 2, grid=5, mode="live", points=pts, labels=torch.zeros(50, dtype=torch.long))
+    first = png_pixels("data:," + base64.b64encode(live.map_image.value).decode())
+    assert first.shape == (5 * 28, 5 * 28, 3)
+    live.sliders[1].value = 2.5
+    second = png_pixels("data:," + base64.b64encode(live.map_image.value).decode())
+    assert (first != second).any()

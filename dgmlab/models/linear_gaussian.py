@@ -194,9 +194,9 @@ class LinearGaussian(LatentVariableModel):
     # --- training (e.g. with dgmlab.training.fit): probabilistic PCA by maximising the ELBO ---------------------------
     def step(self, batch: dict[str, torch.Tensor], epoch: int) -> Output:
         """Loss ``-ELBO`` (one reparameterised sample, analytic KL) on ``batch["x"]``."""
-        terms = {k: v.mean() for k, v in self.elbo(batch["x"]).items()}
-        return Output(loss=-terms["elbo"], terms={k: v.detach() for k, v in terms.items()},
-                      metrics={k: float(v) for k, v in terms.items()})
+        elbo = self.elbo(batch["x"])
+        terms = {k: v.mean().detach() for k, v in elbo.items()}
+        return Output(loss=-elbo["elbo"].mean(), terms=terms, metrics={k: float(v) for k, v in terms.items()})
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000) -> dict[str, float]:

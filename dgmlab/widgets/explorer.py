@@ -228,6 +228,7 @@ def latent_explorer(decode: Callable, z_dim: int = 2, *, grid=(15, 15), extent=(
     pixels = colorize(run(z), cmap)
     h, w = image_shape
     cell = cell_px or max(8, min(w, 420 // max(gx, gy)))
+    map_size = (gx * cell, gy * max(1, round(cell * h / w)))  # pixels of the map on the page
     dx, dy = (xs[-1] - xs[0]) / (gx - 1), (ys_rows[0] - ys_rows[-1]) / (gy - 1)
     span = (xs[0] - dx / 2, xs[-1] + dx / 2, ys_rows[-1] - dy / 2, ys_rows[0] + dy / 2)
     names = (f"z[{dims[0]}]", f"z[{dims[1]}]")
@@ -235,7 +236,7 @@ def latent_explorer(decode: Callable, z_dim: int = 2, *, grid=(15, 15), extent=(
     scatter, legend, note = None, None, ""
     if points is not None:
         xy, colors, legend = _points(points, labels, label_names, z_dim, dims, max_points)
-        scatter = _scatter_rgba(xy, colors, (gx * cell, gy * cell), span, scale=2)
+        scatter = _scatter_rgba(xy, colors, map_size, span, scale=2)
         outside = int(np.sum((xy[:, 0] < span[0]) | (xy[:, 0] > span[1]) | (xy[:, 1] < span[2]) | (xy[:, 1] > span[3])))
         note = f"{len(xy)} encoded points drawn" + (f", {outside} of them outside the map." if outside else ".")
     elif labels is not None:
@@ -249,7 +250,7 @@ def latent_explorer(decode: Callable, z_dim: int = 2, *, grid=(15, 15), extent=(
     if mode in ("live", "auto"):
         from dgmlab.widgets.live import LiveLatentExplorer
 
-        map_rgb = _live_map(pixels, gx, cell, scatter)
+        map_rgb = _live_map(pixels, gx, map_size, scatter)
         live_note = ("Live: decodes with the model on every slider move; needs a running Python kernel "
                      "(on the static book page use the precomputed view above)." if mode == "auto" else "")
         live = LiveLatentExplorer(run, base, dims, ext, map_rgb, span, title=f"{title} (live)", cmap=cmap,
@@ -261,12 +262,11 @@ def latent_explorer(decode: Callable, z_dim: int = 2, *, grid=(15, 15), extent=(
     return ExplorerView(static, live)
 
 
-def _live_map(pixels: np.ndarray, gx: int, cell: int, scatter: np.ndarray | None) -> np.ndarray:
+def _live_map(pixels: np.ndarray, gx: int, size: tuple[int, int], scatter: np.ndarray | None) -> np.ndarray:
     """uint8 RGB picture of the latent plane for the live view: the mosaic of decodings, under the points."""
     from PIL import Image
 
     mosaic = _gray_to_rgb(tile(pixels, gx))
-    size = (gx * cell, (len(pixels) // gx) * cell)
     mosaic = np.asarray(Image.fromarray(mosaic).resize(size, Image.NEAREST)).astype(np.float32)
     if scatter is None:
         return mosaic.astype(np.uint8)
@@ -292,7 +292,7 @@ def class_conditional_explorer(generate: Callable, styles, n_classes: int, image
         style_images: optional ``(S, H*W)`` or ``(S, H, W)`` images the styles were encoded from (a "source"
             column); ``style_names`` label the styles.
         mode: ``"static"``, ``"live"`` or ``"auto"`` (both).
-        extent: slider range of the live view's latent-dimension slider (widened to cover the styles).
+        extent: range of the live view's slider, which shifts one latent coordinate of the chosen style.
 
     The static view holds all ``S x C`` decodings (one batched ``generate`` call); a click on a row shows that
     style for every class, large. The live view picks a style and moves one latent coordinate of it.

@@ -109,12 +109,16 @@ class LiveLatentExplorer(widgets.VBox):
 
 
 class LiveClassExplorer(widgets.VBox):
-    """A style picker, a latent-dimension picker and a slider over that dimension; shows the chosen style decoded
-    once per class, recomputed on every change.
+    """A style picker, a latent-dimension picker and a slider that shifts the chosen style along that dimension;
+    shows the result decoded once per class, recomputed on every change.
+
+    The slider holds a *shift* (0 = the style itself), so the view starts exactly on the stored style whatever the
+    slider's step.
 
     Args:
         generate: checked generator ``(z (N, z_dim), y (N,) long) -> (N, H, W)`` NumPy images in [0, 1].
         styles: ``(S, z_dim)`` style codes; ``style_names`` label them in the picker.
+        extent: range of the shift.
     """
 
     def __init__(self, generate: Callable[[torch.Tensor, torch.Tensor], np.ndarray], styles: torch.Tensor,
@@ -125,17 +129,17 @@ class LiveClassExplorer(widgets.VBox):
         self.n_decodes = 0
         z_dim = styles.shape[1]
         self.style_picker = widgets.Dropdown(options=[(n, i) for i, n in enumerate(style_names)], value=0,
-                                      description="style")
+                                             description="style")
         self.dim_picker = widgets.Dropdown(options=[(f"z[{d}]", d) for d in range(z_dim)], value=0,
-                                    description="latent dim")
-        lo = min(float(extent[0]), float(styles.min()))
-        hi = max(float(extent[1]), float(styles.max()))
-        self.slider = widgets.FloatSlider(value=float(styles[0, 0]), min=lo, max=hi, step=(hi - lo) / 200,
-                                         description="value", continuous_update=True, readout_format=".2f")
+                                           description="latent dim")
+        lo, hi = float(extent[0]), float(extent[1])
+        self.slider = widgets.FloatSlider(value=0.0, min=min(lo, 0.0), max=max(hi, 0.0), step=(hi - lo) / 200,
+                                          description="shift", continuous_update=True, readout_format="+.2f")
         self._big_px = big_px
         self.images = [widgets.Image(format="png") for _ in range(n_classes)]
         cells = [widgets.VBox([img, widgets.HTML(f'<div style="text-align:center;font-size:11px">{name}</div>')],
-                              layout=widgets.Layout(align_items="center")) for img, name in zip(self.images, class_names)]
+                              layout=widgets.Layout(align_items="center"))
+                 for img, name in zip(self.images, class_names)]
         self.readout = widgets.HTML()
         self._syncing = False
         self.style_picker.observe(self._on_pick, names="value")
@@ -147,16 +151,16 @@ class LiveClassExplorer(widgets.VBox):
         self.update()
 
     def current_z(self) -> torch.Tensor:
-        """The chosen style with the chosen dimension set to the slider value, shape ``(1, z_dim)``."""
+        """The chosen style shifted by the slider value along the chosen dimension, shape ``(1, z_dim)``."""
         z = self._styles[self.style_picker.value].clone()
-        z[self.dim_picker.value] = self.slider.value
+        z[self.dim_picker.value] += self.slider.value
         return z.unsqueeze(0)
 
     def _on_pick(self, change) -> None:
-        # A new style or dimension starts the slider at that style's own value (one redraw, not two).
+        # A new style or dimension starts unshifted (one redraw, not two).
         self._syncing = True
         try:
-            self.slider.value = float(self._styles[self.style_picker.value, self.dim_picker.value])
+            self.slider.value = 0.0
         finally:
             self._syncing = False
         self.update()
@@ -174,5 +178,6 @@ class LiveClassExplorer(widgets.VBox):
         for img, pixels in zip(self.images, colorize(images, self._cmap)):
             img.value = png_bytes(upscale(pixels, max(1, round(self._big_px / pixels.shape[1]))))
         d = self.dim_picker.value
-        self.readout.value = (f"{self.style_picker.label}: z[{d}] = {self.slider.value:.2f} "
-                              f"(encoded value {float(self._styles[self.style_picker.value, d]):.2f})")
+        stored = float(self._styles[self.style_picker.value, d])
+        self.readout.value = (f"{self.style_picker.label}: z[{d}] = {stored + self.slider.value:.2f} "
+                              f"(stored value {stored:.2f}, shift {self.slider.value:+.2f})")

@@ -239,7 +239,8 @@ def latent_view_html(cells: np.ndarray, xs: np.ndarray, ys_rows: np.ndarray, nam
     uid = new_id()
     selected = (gy // 2) * gx + gx // 2 if selected is None else selected
     uris = [data_uri(png_bytes(c)) for c in cells]
-    cell_imgs = "".join(_img(u, "dgmx-cell", (cell_px, cell_px)) for u in uris)
+    cell_h = max(1, round(cell_px * h / w))  # cells keep the images' aspect ratio
+    cell_imgs = "".join(_img(u, "dgmx-cell", (cell_px, cell_h)) for u in uris)
     big_w = big_px
     big_h = round(big_px * h / w)
     scatter = ""
@@ -255,6 +256,8 @@ def latent_view_html(cells: np.ndarray, xs: np.ndarray, ys_rows: np.ndarray, nam
             f'<span><span class="dgmx-sw" style="background:{c}"></span>{html.escape(n)}</span>'
             for n, c in legend) + "</div>"
     x0, x1, y0, y1 = xs[0], xs[-1], ys_rows[-1], ys_rows[0]
+    points_class = " dgmx-points" if scatter_png is not None else ""  # start on the encoded points when given
+    grid_style = f"grid-template-columns:repeat({gx},{cell_px}px);grid-auto-rows:{cell_h}px"
     n0, n1 = (html.escape(n) for n in names)
     markup = f"""<div class="dgmx dgmx-latent" id="{uid}" tabindex="0" data-gx="{gx}" data-gy="{gy}" \
 data-xs="{_attr([round(float(v), 4) for v in xs])}" data-ys="{_attr([round(float(v), 4) for v in ys_rows])}" \
@@ -264,8 +267,8 @@ data-names="{_attr(list(names))}" data-selected="{selected}">
 <div class="dgmx-body">
 <div class="dgmx-plot">
 <div class="dgmx-ylab"><span>{y1:g}</span><span class="dgmx-an">{n1}</span><span>{y0:g}</span></div>
-<div class="dgmx-map{' dgmx-points' if scatter_png is not None else ''}" style="width:{gx * cell_px}px;height:{gy * cell_px}px">
-<div class="dgmx-grid" style="grid-template-columns:repeat({gx},{cell_px}px);grid-auto-rows:{cell_px}px">{cell_imgs}</div>
+<div class="dgmx-map{points_class}" style="width:{gx * cell_px}px;height:{gy * cell_h}px">
+<div class="dgmx-grid" style="{grid_style}">{cell_imgs}</div>
 {scatter}<div class="dgmx-box dgmx-hov"></div><div class="dgmx-box dgmx-pin"></div>
 </div>
 <div></div>
@@ -296,7 +299,9 @@ def class_view_html(thumbs: np.ndarray, class_names: list[str], style_names: lis
     big = (big_px, round(big_px * h / w))
     small = (thumb_px, round(thumb_px * h / w))
     head_cells = "".join(f'<div style="width:{small[0]}px">{html.escape(n)}</div>' for n in class_names)
-    head_src = f'<div class="dgmx-gap" style="width:{small[0]}px" title="source image">src</div>' if sources is not None else ""
+    head_src = ""
+    if sources is not None:
+        head_src = f'<div class="dgmx-gap" style="width:{small[0]}px" title="source image">src</div>'
     rows = [f'<div class="dgmx-row dgmx-head">{head_src}{head_cells}</div>']
     src_uris = [data_uri(png_bytes(s)) for s in sources] if sources is not None else None
     for r in range(n_styles):
