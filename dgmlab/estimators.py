@@ -205,6 +205,10 @@ def reparameterised_gradient(family: Family, integrand: Integrand, phi: torch.Te
         raise ValueError(f"{type(q).__name__} cannot be reparameterised (no rsample); use score_function_gradient")
     z = q.rsample((n_samples,))  # (S, R, *extra, d), differentiable in phi_r
     f = _values(integrand, z, q, z.shape[:1] + q.batch_shape)
+    if not f.requires_grad:
+        # f is piecewise constant in z (a comparison, a rounding): its pathwise derivative is 0 wherever it exists,
+        # so this estimator returns 0 -- a biased answer that the score-function estimator does not give.
+        return torch.zeros_like(phi_r)
     (grad,) = torch.autograd.grad(f.mean(0).sum(), phi_r)
     return grad
 

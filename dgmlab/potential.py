@@ -422,8 +422,8 @@ def fit_potential(q: GaussianQ | AuxiliaryQ, target: Potential, config: Potentia
             nn.utils.clip_grad_norm_(q.parameters(), config.clip_grad_norm)
         opt.step()
         if step % config.log_every == 0 or step == config.steps - 1:
-            row = {"step": step, "beta": beta, "loss": float(out.loss)}
-            row.update({k: float(v) for k, v in out.terms.items()})
+            row = {"step": step, "beta": beta, "loss": float(out.loss.detach())}
+            row.update({k: float(v.detach()) for k, v in out.terms.items()})
             history.append(row)
     return history
 

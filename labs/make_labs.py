@@ -44,8 +44,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import nbformat
+from typing import Any
 
 LABS_DIR = Path(__file__).resolve().parent
 SRC_DIR = LABS_DIR / "src"
@@ -71,11 +70,14 @@ class Block:
     code: list[str]
 
 
+Notebook = dict[str, Any]  # a notebook as its JSON (nbformat v4); nbformat itself is only imported to execute
+
+
 @dataclass
 class Lab:
     name: str
     path: Path
-    nb: nbformat.NotebookNode
+    nb: Notebook
     checks: list[tuple[str, str]] = field(default_factory=list)  # (id, title) in notebook order
     n_exercises: int = 0
 
@@ -133,18 +135,41 @@ def render_source(parts: list[str | Block], version: str) -> str:
     return "\n".join(lines)
 
 
+def text(source: str | list[str]) -> str:
+    """A cell's source as one string (the JSON may hold a list of lines)."""
+    return source if isinstance(source, str) else "".join(source)
+
+
+def lines(source: str) -> list[str]:
+    """A source string as the list of lines that nbformat writes."""
+    return source.splitlines(keepends=True)
+
+
+def read_notebook(path: Path) -> Notebook:
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise LabFormatError(f"{path} is not a readable notebook ({err})") from err
+    if nb.get("nbformat") != 4 or not isinstance(nb.get("cells"), list):
+        raise LabFormatError(f"{path} is not an nbformat-4 notebook; save it with Jupyter 4 or later")
+    for cell in nb["cells"]:
+        cell["source"] = text(cell.get("source", ""))
+        cell.setdefault("metadata", {})
+    return nb
+
+
 def read_lab(path: Path) -> Lab:
     """Read and validate one source notebook."""
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
     lab = Lab(path.stem, path, nb)
     pending: int | None = None  # index of the last exercise cell not yet followed by a check
     seen: set[str] = set()
-    for i, cell in enumerate(nb.cells):
+    for i, cell in enumerate(nb["cells"]):
         where = f"{path.name}, cell {i}"
-        if cell.cell_type != "code":
+        if cell["cell_type"] != "code":
             continue
-        found = check_id(cell.source)
-        parts = split_blocks(cell.source, where)
+        found = check_id(cell["source"])
+        parts = split_blocks(cell["source"], where)
         has_solution = any(isinstance(p, Block) for p in parts)
         if found:
             if has_solution:
@@ -168,36 +193,35 @@ def read_lab(path: Path) -> Lab:
     return lab
 
 
-def render(lab: Lab, version: str) -> nbformat.NotebookNode:
+def render(lab: Lab, version: str) -> Notebook:
     """The ``student`` or ``solution`` notebook of ``lab``: outputs stripped, kernel python3, cells tagged."""
-    nb = nbformat.v4.new_notebook()
-    nb.nbformat_minor = max(int(lab.nb.get("nbformat_minor", 5)), 5)
-    nb.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"},
-                   "dgmlab": {"lab": lab.name, "version": version}}
-    for i, src_cell in enumerate(lab.nb.cells):
-        cell_id = src_cell.get("id") or f"{lab.name}-{i:03d}"
-        if src_cell.cell_type == "code":
-            parts = split_blocks(src_cell.source, f"{lab.path.name}, cell {i}")
-            cell = nbformat.v4.new_code_cell(render_source(parts, version))
-            found = check_id(src_cell.source)
+    cells = []
+    for i, src_cell in enumerate(lab.nb["cells"]):
+        kind, source = src_cell["cell_type"], src_cell["source"]
+        cell: dict[str, Any] = {"cell_type": kind, "id": src_cell.get("id") or f"{lab.name}-{i:03d}", "metadata": {}}
+        if kind == "code":
+            parts = split_blocks(source, f"{lab.path.name}, cell {i}")
+            found = check_id(source)
             if found:
-                cell.metadata = {"tags": ["check"], "dgmlab": {"check": found[0]}}
+                cell["metadata"] = {"tags": ["check"], "dgmlab": {"check": found[0]}}
                 if version == "student":
-                    cell.metadata.update({"editable": False, "deletable": False})
+                    cell["metadata"].update({"editable": False, "deletable": False})
             elif any(isinstance(p, Block) for p in parts):
-                cell.metadata = {"tags": ["exercise"]}
-        elif src_cell.cell_type == "markdown":
-            cell = nbformat.v4.new_markdown_cell(src_cell.source)
+                cell["metadata"] = {"tags": ["exercise"]}
+            cell.update({"execution_count": None, "outputs": [], "source": lines(render_source(parts, version))})
         else:
-            cell = nbformat.v4.new_raw_cell(src_cell.source)
-        cell.id = cell_id
-        nb.cells.append(cell)
-    return nb
+            cell["source"] = lines(source)
+            if kind == "markdown" and src_cell.get("attachments"):
+                cell["attachments"] = src_cell["attachments"]
+        cells.append(cell)
+    return {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+            "metadata": {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"},
+                         "dgmlab": {"lab": lab.name, "version": version}}}
 
 
-def dumps(nb: nbformat.NotebookNode) -> str:
-    nbformat.validate(nb)
-    return nbformat.writes(nb) + "\n"
+def dumps(nb: Notebook) -> str:
+    """JSON text as nbformat writes it (sorted keys, indent 1), so that Jupyter saves cause no spurious diffs."""
+    return json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -229,8 +253,8 @@ def shown(path: Path) -> str:
         return str(path)
 
 
-def outputs_present(nb: nbformat.NotebookNode) -> bool:
-    return any(c.cell_type == "code" and (c.get("outputs") or c.get("execution_count")) for c in nb.cells)
+def outputs_present(nb: Notebook) -> bool:
+    return any(c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count")) for c in nb["cells"])
 
 
 def expected_files(labs: list[Lab]) -> dict[Path, str]:
@@ -277,15 +301,19 @@ def generate(names: list[str] | None = None, check: bool = False) -> int:
 # Executing and grading
 # ----------------------------------------------------------------------------------------------------------------------
 
-def execute_notebook(nb: nbformat.NotebookNode, cwd: Path, allow_errors: bool = False, timeout: int = 600,
-                     env: dict[str, str] | None = None) -> nbformat.NotebookNode:
-    """Run ``nb`` top to bottom on a fresh ``python3`` kernel with working directory ``cwd``; return it executed.
+def execute_notebook(nb, cwd: Path, allow_errors: bool = False, timeout: int = 600,
+                     env: dict[str, str] | None = None):
+    """Run ``nb`` (a dict or NotebookNode) top to bottom on a fresh ``python3`` kernel with working directory ``cwd``;
+    return the executed ``nbformat.NotebookNode``.
 
     ``env`` entries are added to this process' environment for the kernel (e.g. ``{"DGMLAB_FAST": "1"}``).
     """
+    import nbformat
     from nbclient import NotebookClient
 
-    nb = copy.deepcopy(nb)
+    nb = nbformat.from_dict(copy.deepcopy(dict(nb)))
+    for cell in nb.cells:
+        cell.source = text(cell.source)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
                             interrupt_on_timeout=True, resources={"metadata": {"path": str(cwd)}})
     client.execute(env={**os.environ, **(env or {})})
@@ -304,7 +332,7 @@ def cell_check_id(cell) -> str | None:
     meta = cell.get("metadata", {}).get("dgmlab", {})
     if isinstance(meta, dict) and meta.get("check"):
         return str(meta["check"])
-    found = check_id(cell.get("source", "")) if cell.get("cell_type") == "code" else None
+    found = check_id(text(cell.get("source", ""))) if cell.get("cell_type") == "code" else None
     return found[0] if found else None
 
 
@@ -316,8 +344,9 @@ class Result:
     message: str = ""
 
 
-def identify_lab(nb: nbformat.NotebookNode, path: Path) -> Path:
-    name = nb.metadata.get("dgmlab", {}).get("lab") if isinstance(nb.metadata.get("dgmlab"), dict) else None
+def identify_lab(nb: Notebook, path: Path) -> Path:
+    meta = nb.get("metadata", {}).get("dgmlab")
+    name = meta.get("lab") if isinstance(meta, dict) else None
     candidates = {p.stem: p for p in source_paths()}
     for key in (name, path.stem):
         if key in candidates:
@@ -329,24 +358,23 @@ def identify_lab(nb: nbformat.NotebookNode, path: Path) -> Path:
                      f"notebook metadata written by make_labs.py")
 
 
-def prepare_submission(sub: nbformat.NotebookNode, lab: Lab) -> tuple[nbformat.NotebookNode, set[str]]:
+def prepare_submission(sub: Notebook, lab: Lab) -> tuple[Notebook, set[str]]:
     """The submission with every check cell restored to the instructor's version; also the ids that were found."""
-    reference = {cell_check_id(c): c for c in render(lab, "solution").cells if cell_check_id(c)}
+    reference = {cell_check_id(c): c for c in render(lab, "solution")["cells"] if cell_check_id(c)}
     sub = copy.deepcopy(sub)
-    sub.metadata["kernelspec"] = dict(KERNELSPEC)
+    sub.setdefault("metadata", {})["kernelspec"] = dict(KERNELSPEC)
     found = set()
-    for cell in sub.cells:
+    for cell in sub["cells"]:
         cid = cell_check_id(cell)
-        if cid in reference and cell.cell_type == "code":
-            cell.source = reference[cid].source
-            cell.outputs, cell.execution_count = [], None
+        if cid in reference and cell["cell_type"] == "code":
+            cell.update(source=reference[cid]["source"], outputs=[], execution_count=None)
             found.add(cid)
     return sub, found
 
 
 def grade_one(path: Path, timeout: int = 600, fast: bool = False) -> tuple[str, list[Result], int]:
     """Execute one submission; return the lab name, one Result per check and the number of other failing cells."""
-    sub = nbformat.read(path, as_version=4)
+    sub = read_notebook(path)
     lab = read_lab(identify_lab(sub, path))
     prepared, found = prepare_submission(sub, lab)
     with tempfile.TemporaryDirectory(prefix="dgmlab-grade-") as tmp:
@@ -372,8 +400,10 @@ def print_table(path: Path, lab: str, results: list[Result], other: int, width: 
     print(f"\n{path}  ({lab}): {passed}/{len(results)} checks passed")
     print(f"  {'exercise':<9} {'result':<8} {'title / message'}")
     for r in results:
-        text = r.title if r.status == "PASS" else f"{r.title}: {r.message}"
-        text = " ".join(text.split())
+        message = re.sub(rf"^(AssertionError: )?Exercise {re.escape(r.exercise)}:? ", "", " ".join(r.message.split()))
+        if message.startswith("is not implemented yet"):
+            message = "not implemented yet"
+        text = r.title if r.status == "PASS" else f"{r.title}: {message}"
         print(f"  {r.exercise:<9} {r.status:<8} {text[:width] + ('...' if len(text) > width else '')}")
     if other:
         print(f"  ({other} other cell(s) raised errors, e.g. cells that use an unfinished exercise)")

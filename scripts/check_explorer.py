@@ -325,7 +325,11 @@ const { chromium } = require("playwright-core");
       return m ? +m[1] : -1;
     });
     const liveImages = () => page.$$eval("img.widget-image", es => es.map(e => e.src));
-    const n0 = await decodings(), imgs0 = await liveImages();
+    const marker = () => page.evaluate(() => {
+      const r = document.querySelector(".widget-html svg rect");
+      return r ? r.getAttribute("x") : null;
+    });
+    const n0 = await decodings(), imgs0 = await liveImages(), m0 = await marker();
     check("live view shows its first decoding", n0 >= 1 && imgs0.length >= 2, n0 + " decodings, " + imgs0.length + " images");
     const handle = await page.$(".widget-slider .noUi-handle");
     await handle.scrollIntoViewIfNeeded();
@@ -340,11 +344,12 @@ const { chromium } = require("playwright-core");
       return m && +m[1] > n;
     }, n0, {timeout: 60000, polling: 200});
     await page.waitForTimeout(1500);
-    const n1 = await decodings(), imgs1 = await liveImages();
+    const n1 = await decodings(), imgs1 = await liveImages(), m1 = await marker();
     const readout = await page.evaluate(() => Array.from(document.querySelectorAll(".widget-html"))
       .map(e => e.textContent).find(t => /decodings so far/.test(t)));
     check("live view: dragging a slider makes the kernel decode again", n1 > n0, n0 + " -> " + n1 + " decodings; " + readout);
-    check("live view: the decoded image and the map change", imgs1.length === imgs0.length && imgs1.some((s, i) => s !== imgs0[i]));
+    check("live view: the decoded image changes", imgs1.length === imgs0.length && imgs1.some((s, i) => s !== imgs0[i]));
+    check("live view: the map's cross-hair moves right", m0 !== null && +m1 > +m0, m0 + " -> " + m1);
     check("live view: the read-out follows the slider", /z\[0\] = (?!0\.00)/.test(readout || ""), readout);
 
     // Class-conditional views: a click on a static row; a new style picked in the live dropdown.

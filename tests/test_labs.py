@@ -36,7 +36,7 @@ FAST_ENV = {"DGMLAB_FAST": "1", "OMP_NUM_THREADS": "1"}
 
 
 def test_three_labs_exist():
-    assert LAB_NAMES == ["lab01_backprop", "lab02_vae", "lab03_m2"]
+    assert {"lab01_backprop", "lab02_vae", "lab03_m2"} <= set(LAB_NAMES)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -65,8 +65,8 @@ def test_generation_is_idempotent(generated):
 def test_generated_files(generated):
     for name in LAB_NAMES:
         lab = make_labs.read_lab(LABS / "src" / f"{name}.ipynb")
-        n_blocks = sum(sum(isinstance(p, make_labs.Block) for p in make_labs.split_blocks(c.source, name))
-                       for c in lab.nb.cells if c.cell_type == "code")
+        n_blocks = sum(sum(isinstance(p, make_labs.Block) for p in make_labs.split_blocks(c["source"], name))
+                       for c in lab.nb["cells"] if c["cell_type"] == "code")
         assert n_blocks >= 4
         for version, folder in generated.items():
             assert (folder / "labcheck.py").read_text() == (LABS / "labcheck.py").read_text()

@@ -101,7 +101,7 @@ def test_short_training_increases_the_bound(kind):
     before, _ = estimate_bound(q, target, n=10_000)
     history = fit_potential(q, target, PotentialTrainConfig(steps=200, batch_size=200, lr=1e-2, log_every=20))
     after, stderr = estimate_bound(q, target, n=10_000)
-    assert after > before + 1.0
+    assert after > before + 0.5
     assert history[0]["step"] == 0 and history[-1]["step"] == 199
     assert {"log_f", "log_p_a_given_z", "log_q_a", "log_q_z_given_a", "bound"} <= set(history[-1]) or kind == "gaussian"
 

@@ -161,12 +161,14 @@ def test_live_slider_change_decodes_again_and_redraws():
     dec = Recorder()
     live = latent_explorer(dec, 2, grid=5, mode="live")
     assert isinstance(live, LiveLatentExplorer) and len(live.sliders) == 2 and not live.other_sliders
-    n_calls, first_image, first_map = len(dec.calls), live.image.value, live.map_image.value
+    n_calls, first_image, first_cross = len(dec.calls), live.image.value, live.crosshair.value
+    first_map = live.map_image.value
     assert live.n_decodes == 1 and dec.calls[-1].shape == (1, 2)
     live.sliders[0].value = 1.5  # what a browser does when the slider moves
     assert len(dec.calls) == n_calls + 1 and live.n_decodes == 2
     assert torch.allclose(dec.calls[-1], torch.tensor([[1.5, 0.0]]))
-    assert live.image.value != first_image and live.map_image.value != first_map
+    assert live.image.value != first_image and live.crosshair.value != first_cross
+    assert live.map_image.value == first_map, "the map itself is sent once; only the cross-hair moves"
     assert "z[0] = 1.50" in live.readout.value
     live.sliders[1].value = -2.0
     assert torch.allclose(dec.calls[-1], torch.tensor([[1.5, -2.0]]))
@@ -314,15 +316,29 @@ def test_non_square_images_keep_their_aspect_ratio():
     view = latent_explorer(lambda z: torch.sigmoid(z.sum(1)).reshape(-1, 1, 1).expand(-1, 20, 30), 2, grid=3,
                            image_shape=(20, 30), mode="static")
     assert view.data.count('class="dgmx-cell" src=') == 9
-    assert 'width="28" height="19"' in view.data  # 30x20 pixels shown in a 28x19 cell
+    assert 'width="30" height="20"' in view.data and "height:60px" in view.data
     assert png_pixels(srcs(view.data, "dgmx-cell")[0]).shape == (20, 30)
+    small = latent_explorer(lambda z: torch.rand(len(z), 20, 30), 2, grid=3, image_shape=(20, 30), cell_px=15,
+                            mode="static")
+    assert 'class="dgmx-cell" src=' in small.data and 'width="15" height="10"' in small.data
 
 
 def test_live_map_draws_points_and_moves_its_cross_hair():
     pts = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
     live = latent_explorer(Recorder(), 2, grid=5, mode="live", points=pts, labels=torch.zeros(50, dtype=torch.long))
-    first = png_pixels("data:," + base64.b64encode(live.map_image.value).decode())
-    assert first.shape == (5 * 28, 5 * 28, 3)
-    live.sliders[1].value = 2.5
-    second = png_pixels("data:," + base64.b64encode(live.map_image.value).decode())
-    assert (first != second).any()
+    with_points = Image.open(io.BytesIO(live.map_image.value))
+    assert with_points.size == (5 * 28, 5 * 28) and with_points.mode == "P"  # colour points: a palette PNG
+    grey = Image.open(io.BytesIO(latent_explorer(Recorder(), 2, grid=5, mode="live").map_image.value))
+    assert grey.mode == "L"
+    # The map spans [-3.75, 3.75] (half a cell beyond the outer centres): z = (0, 0) sits in its middle.
+    assert 'x1="70.0"' in live.crosshair.value and 'y1="70.0"' in live.crosshair.value
+    live.sliders[1].value = 3.0  # the top row's centre, half a cell (14 px) below the map's upper edge
+    assert 'y1="14.0"' in live.crosshair.value
+
+
+def test_codes_follow_the_decoder_dtype():
+    net = nn.Sequential(nn.Linear(2, 784), nn.Sigmoid()).double()
+    seen = []
+    net.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    latent_explorer(net, 2, grid=3, mode="static")
+    assert seen == [torch.float64]

@@ -166,12 +166,26 @@ def unit_log_prob(dist: Distribution, value: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ initialisation
-def glorot_init(module: nn.Module) -> None:
-    """Glorot (Xavier) normal weights and zero biases for every linear layer (A section 3)."""
-    for m in module.modules():
+def glorot_init(module: nn.Module, head_std: float = 1e-3) -> None:
+    """The initialisation of the authors' code (A section 3, SPEC 0.3 [R]): Glorot-normal weights (ReLU gain in
+    hidden layers with ReLU, gain 1 for classifier and Bernoulli outputs), and ``N(0, head_std^2)`` weights for the
+    mean and variance layers of every Gaussian, so that each Gaussian starts close to ``N(0, I)``. All biases are
+    ``N(0, head_std^2)``."""
+    from dgmlab.nn import MLP, GaussianHead
+
+    for m in module.modules():  # every linear layer: Glorot
         if isinstance(m, nn.Linear):
             nn.init.xavier_normal_(m.weight)
-            nn.init.zeros_(m.bias)
+            nn.init.normal_(m.bias, std=head_std)
+    for m in module.modules():  # hidden layers followed by ReLU: Glorot with the ReLU gain
+        if isinstance(m, MLP) and any(isinstance(a, nn.ReLU) for a in m):
+            for layer in m:
+                if isinstance(layer, nn.Linear):
+                    nn.init.xavier_normal_(layer.weight, gain=nn.init.calculate_gain("relu"))
+    for m in module.modules():  # Gaussian heads: start near N(0, I)
+        if isinstance(m, GaussianHead):
+            nn.init.normal_(m.mu.weight, std=head_std)
+            nn.init.normal_(m.scale.weight, std=head_std)
 
 
 __all__ = ["Bound", "CE_MODES", "add_class_axis", "alpha_weight", "categorical_entropy", "classification_loss",

@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from dgmlab.widgets.images import (call_decoder, check_image_shape, check_images, colorize, infer_device, pair,
-                                   png_bytes, tile)
+from dgmlab.widgets.images import (call_decoder, check_image_shape, check_images, colorize, infer_device,
+                                   infer_dtype, pair, png_bytes, tile)
 from dgmlab.widgets.static import StaticView, class_view_html, latent_view_html
 
 MODES = ("auto", "static", "live")
@@ -97,9 +97,11 @@ def _check_z_dim(z_dim) -> int:
 
 
 def _decoder(decode: Callable, z_dim: int, image_shape, device, name: str = "decode") -> Callable:
-    """``decode`` wrapped: codes ``(N, z_dim)`` on the model's device -> checked NumPy images, in chunks."""
+    """``decode`` wrapped: codes ``(N, z_dim)`` on the model's device and dtype -> checked NumPy images, in chunks."""
+    dtype = infer_dtype(decode)
+
     def run(z: torch.Tensor) -> np.ndarray:
-        parts = [call_decoder(decode, [z[i:i + _CHUNK].to(device)], image_shape, name, z_dim)
+        parts = [call_decoder(decode, [z[i:i + _CHUNK].to(device, dtype)], image_shape, name, z_dim)
                  for i in range(0, len(z), _CHUNK)]
         return np.concatenate(parts)
     return run
@@ -317,10 +319,10 @@ def class_conditional_explorer(generate: Callable, styles, n_classes: int, image
     if style_images is not None:
         sources = check_images(style_images, n_styles, image_shape, f"style_images for {n_styles} styles",
                                "style_images")
-    dev = infer_device(generate, device)
+    dev, dtype = infer_device(generate, device), infer_dtype(generate)
 
     def run(zz: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-        return call_decoder(generate, [zz.to(dev), y.to(dev)], image_shape, "generate", z_dim)
+        return call_decoder(generate, [zz.to(dev, dtype), y.to(dev)], image_shape, "generate", z_dim)
 
     static = live = None
     if mode in ("static", "auto"):

@@ -53,6 +53,16 @@ def infer_device(fn: Callable, device=None) -> torch.device:
     return torch.device("cpu")
 
 
+def infer_dtype(fn: Callable) -> torch.dtype:
+    """The floating dtype latent codes are created with: that of the module behind ``fn``, else float32."""
+    owner = _owner_module(fn)
+    if owner is not None:
+        for p in owner.parameters():
+            if p.is_floating_point():
+                return p.dtype
+    return torch.float32
+
+
 def _owner_module(fn: Callable) -> torch.nn.Module | None:
     owner = fn if isinstance(fn, torch.nn.Module) else getattr(fn, "__self__", None)
     return owner if isinstance(owner, torch.nn.Module) else None

@@ -14,7 +14,7 @@ import torch
 
 from dgmlab.widgets.images import colorize, png_bytes, upscale
 
-ACCENT_RGB = np.array([228, 87, 46], dtype=np.float32)
+ACCENT = "#e4572e"
 
 
 def _note(text: str) -> widgets.HTML:
@@ -24,6 +24,9 @@ def _note(text: str) -> widgets.HTML:
 class LiveLatentExplorer(widgets.VBox):
     """Sliders over two latent dimensions (plus, for ``z_dim > 2``, the others in a folded panel), the decoded
     image and a map of the latent plane with a cross-hair at the current code.
+
+    The map picture is sent to the browser once; a slider move only sends the new decoding (a few hundred bytes)
+    and a small SVG cross-hair laid over the map in the same grid cell, so updates stay quick.
 
     Args:
         decode: checked decoder, latent codes ``(N, z_dim)`` -> NumPy images ``(N, H, W)`` in [0, 1].
@@ -37,7 +40,7 @@ class LiveLatentExplorer(widgets.VBox):
                  note: str = ""):
         self._decode, self.dims, self._cmap = decode, dims, cmap
         self._base = base_z.clone()
-        self._map_rgb, self._map_span = map_rgb, map_span
+        self._map_span, self._map_size = map_span, map_rgb.shape[:2]
         self.n_decodes = 0
         z_dim = base_z.numel()
         self.sliders = [self._slider(d, *extent[k]) for k, d in enumerate(dims)]
@@ -47,7 +50,17 @@ class LiveLatentExplorer(widgets.VBox):
         self.other_sliders = [self._slider(d, lo, hi) for d in others]
         self._big_px = big_px
         self.image = widgets.Image(format="png")
-        self.map_image = widgets.Image(format="png", width=map_rgb.shape[1], height=map_rgb.shape[0])
+        h, w = self._map_size
+        gray = bool((map_rgb == map_rgb[..., :1]).all())
+        # Grey maps go out as one-channel PNGs; colour ones (points) as a 128-colour palette: ~5x smaller.
+        self.map_image = widgets.Image(value=png_bytes(map_rgb[..., 0] if gray else map_rgb,
+                                                       colors=None if gray else 128),
+                                       format="png", width=w, height=h,
+                                       layout=widgets.Layout(grid_area="map", margin="0"))
+        self.crosshair = widgets.HTML(layout=widgets.Layout(grid_area="map", margin="0", width=f"{w}px",
+                                                            height=f"{h}px"))
+        map_box = widgets.GridBox([self.map_image, self.crosshair], layout=widgets.Layout(
+            grid_template_areas='"map"', grid_template_columns=f"{w}px", grid_template_rows=f"{h}px"))
         self.readout = widgets.HTML()
         for s in self.sliders + self.other_sliders:
             s.observe(self._on_change, names="value")
@@ -59,7 +72,7 @@ class LiveLatentExplorer(widgets.VBox):
             controls.append(panel)
         head = [widgets.HTML(f"<b>{title}</b>")] + ([_note(note)] if note else [])
         super().__init__(children=[*head, widgets.HBox([
-            widgets.VBox([self.map_image, *controls]),
+            widgets.VBox([map_box, *controls]),
             widgets.VBox([self.image, self.readout]),
         ])])
         self.update()
@@ -90,22 +103,22 @@ class LiveLatentExplorer(widgets.VBox):
         pixels = colorize(image, self._cmap)
         # Enlarged in NumPy (nearest neighbour) so the browser does not blur the few pixels of a digit.
         self.image.value = png_bytes(upscale(pixels, max(1, round(self._big_px / pixels.shape[1]))))
-        self.map_image.value = png_bytes(self._crosshair(float(z[0, self.dims[0]]), float(z[0, self.dims[1]])))
+        self.crosshair.value = self._crosshair(float(z[0, self.dims[0]]), float(z[0, self.dims[1]]))
         a, b = self.dims
         self.readout.value = (f"z[{a}] = {float(z[0, a]):.2f}, z[{b}] = {float(z[0, b]):.2f}"
                               f"<br><small>{self.n_decodes} decodings so far</small>")
 
-    def _crosshair(self, x: float, y: float) -> np.ndarray:
+    def _crosshair(self, x: float, y: float) -> str:
+        """SVG lines through the map position of ``(x, y)`` and a square on it (clipped to the map)."""
         xa, xb, ya, yb = self._map_span
-        h, w = self._map_rgb.shape[:2]
-        col = int(np.clip((x - xa) / (xb - xa) * w, 0, w - 1))
-        row = int(np.clip((yb - y) / (yb - ya) * h, 0, h - 1))
-        out = self._map_rgb.astype(np.float32)
-        out[row, :] = 0.5 * out[row, :] + 0.5 * ACCENT_RGB
-        out[:, col] = 0.5 * out[:, col] + 0.5 * ACCENT_RGB
-        r0, r1, c0, c1 = max(row - 4, 0), min(row + 5, h), max(col - 4, 0), min(col + 5, w)
-        out[r0:r1, c0:c1] = ACCENT_RGB
-        return out.astype(np.uint8)
+        h, w = self._map_size
+        col = float(np.clip((x - xa) / (xb - xa) * w, 0, w))
+        row = float(np.clip((yb - y) / (yb - ya) * h, 0, h))
+        return (f'<svg width="{w}" height="{h}" style="display:block;pointer-events:none">'
+                f'<g stroke="{ACCENT}" stroke-opacity="0.7">'
+                f'<line x1="{col:.1f}" y1="0" x2="{col:.1f}" y2="{h}"/><line x1="0" y1="{row:.1f}" x2="{w}" '
+                f'y2="{row:.1f}"/></g><rect x="{col - 4:.1f}" y="{row - 4:.1f}" width="9" height="9" '
+                f'fill="{ACCENT}"/></svg>')
 
 
 class LiveClassExplorer(widgets.VBox):
