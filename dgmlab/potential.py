@@ -221,9 +221,10 @@ class GaussianQ(nn.Module):
         """``n`` samples ``z ~ q(z)``, shape ``(n, dim_z)``."""
         return self.q_z().sample((n,))
 
-    def bound(self, target: Potential, n: int, beta: float = 1.0) -> Output:
+    def bound(self, target: Potential, n: int, beta: float = 1.0, temperature: float = 1.0) -> Output:
         """Monte Carlo bound with ``n`` reparameterised samples; ``beta`` scales the ``-U`` term (annealing) in the
-        loss only; ``terms["bound"]`` is always the true bound (beta = 1)."""
+        loss only; ``terms["bound"]`` is always the true bound (beta = 1). ``temperature`` is accepted for a common
+        signature and has no effect: there is no auxiliary term."""
         q = self.q_z()
         z = q.rsample((n,))
         log_f, log_q_z = target.log_f(z), q.log_prob(z)
@@ -268,9 +269,13 @@ class AuxiliaryQ(nn.Module):
         z = self.q_z_given_a(a).sample()
         return (z, a) if return_a else z
 
-    def bound(self, target: Potential, n: int, beta: float = 1.0) -> Output:
-        """Monte Carlo estimate of eq. (4.19) with ``n`` reparameterised samples of ``(a, z)``; ``beta`` scales the
-        ``-U`` term in the loss only (annealing); ``terms["bound"]`` is always the bound itself."""
+    def bound(self, target: Potential, n: int, beta: float = 1.0, temperature: float = 1.0) -> Output:
+        """Monte Carlo estimate of eq. (4.19) with ``n`` reparameterised samples of ``(a, z)``.
+
+        In the loss only, ``beta`` scales the ``-U`` term (annealing) and ``temperature`` scales the auxiliary KL
+        ``log q(a) - log p(a|z)`` (the warm-up the thesis suggests against the collapse of eq. 4.17, Sec. 4.2 and
+        Ch. 5); ``terms["bound"]`` is always the bound itself.
+        """
         q_a = self.q_a()
         a = q_a.rsample((n,))
         q_z = self.q_z_given_a(a)
@@ -278,9 +283,9 @@ class AuxiliaryQ(nn.Module):
         log_f = target.log_f(z)
         log_p_a_given_z = self.p_a_given_z(z).log_prob(a)
         log_q_a, log_q_z_given_a = q_a.log_prob(a), q_z.log_prob(z)
-        rest = log_p_a_given_z - log_q_a - log_q_z_given_a
-        per_sample = log_f + rest
-        loss = -(beta * log_f + rest).mean()
+        aux_kl = log_q_a - log_p_a_given_z  # single-sample estimate of the KL between q(a) and p(a|z)
+        per_sample = log_f - aux_kl - log_q_z_given_a
+        loss = -(beta * log_f - temperature * aux_kl - log_q_z_given_a).mean()
         terms = {"log_f": log_f.mean(), "log_p_a_given_z": log_p_a_given_z.mean(), "log_q_a": log_q_a.mean(),
                  "log_q_z_given_a": log_q_z_given_a.mean(), "bound": per_sample.mean()}
         return Output(loss, terms, {"bound_std": float(per_sample.detach().std())})
@@ -383,7 +388,11 @@ class PotentialTrainConfig:
     """How to fit a family to the potential (SPEC 4.3 recipe; the thesis gives only Adam with lr 3e-4).
 
     ``anneal_steps > 0`` multiplies the ``-U`` term by ``beta`` rising linearly from ``anneal_from`` to 1 over the
-    first ``anneal_steps`` steps (a broad q first, then the energy takes over).
+    first ``anneal_steps`` steps (a broad q first, then the energy takes over; SPEC 4.3 recipe).
+
+    ``warmup_steps > 0`` multiplies the auxiliary KL ``log q(a) - log p(a|z)`` by a temperature rising linearly
+    from 0 to 1 over the first ``warmup_steps`` steps (thesis Sec. 4.2: a temperature on this KL keeps ``a`` in use;
+    the same warm-up as Ch. 5). Only the auxiliary family has this term.
     """
 
     steps: int = 3000
@@ -391,6 +400,7 @@ class PotentialTrainConfig:
     lr: float = 3e-3
     anneal_steps: int = 0
     anneal_from: float = 0.01
+    warmup_steps: int = 0
     seed: int = 0
     log_every: int = 50
     clip_grad_norm: float | None = 10.0  # early steps can see huge energies far from the ring
@@ -398,6 +408,8 @@ class PotentialTrainConfig:
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ValueError(f"need steps >= 1, batch_size >= 2 and lr > 0, got {self.steps}, {self.batch_size}, {self.lr}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.anneal_steps < 0 or not 0 < self.anneal_from <= 1:
             raise ValueError(f"need anneal_steps >= 0 and 0 < anneal_from <= 1, got {self.anneal_steps}, {self.anneal_from}")
 
@@ -407,22 +419,28 @@ class PotentialTrainConfig:
             return 1.0
         return self.anneal_from + (1.0 - self.anneal_from) * step / self.anneal_steps
 
+    def temperature(self, step: int) -> float:
+        """The weight of the auxiliary KL at ``step`` (0-based)."""
+        if self.warmup_steps == 0 or step >= self.warmup_steps:
+            return 1.0
+        return step / self.warmup_steps
+
 
 def fit_potential(q: GaussianQ | AuxiliaryQ, target: Potential, config: PotentialTrainConfig) -> list[dict]:
     """Maximise the bound of ``q`` on ``target`` with Adam; returns the history, one dict per ``log_every`` steps
-    (and the last step): ``{"step", "beta", "bound", "loss", <terms>}`` (the bound of that step's batch)."""
+    (and the last step): ``{"step", "beta", "temperature", "bound", "loss", <terms>}`` (the bound of that step's batch)."""
     opt = torch.optim.Adam(q.parameters(), lr=config.lr)
     history: list[dict] = []
     for step in range(config.steps):
-        beta = config.beta(step)
-        out = q.bound(target, config.batch_size, beta)
+        beta, temperature = config.beta(step), config.temperature(step)
+        out = q.bound(target, config.batch_size, beta, temperature)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         if config.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(q.parameters(), config.clip_grad_norm)
         opt.step()
         if step % config.log_every == 0 or step == config.steps - 1:
-            row = {"step": step, "beta": beta, "loss": float(out.loss.detach())}
+            row = {"step": step, "beta": beta, "temperature": temperature, "loss": float(out.loss.detach())}
             row.update({k: float(v.detach()) for k, v in out.terms.items()})
             history.append(row)
     return history

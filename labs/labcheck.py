@@ -729,11 +729,11 @@ class TinyM2(nn.Module):
 
     def encode(self, x, y):
         self.encode_calls += 1
-        h = self.enc(torch.cat([x, y], -1))
+        h = self.enc(torch.cat([x, y.to(x.dtype)], -1))  # accept one-hot labels of any dtype
         return self.mu(h), self.log_var(h) + self.log_var_shift
 
     def decode(self, z, y):
-        return self.dec(torch.cat([z, y], -1))
+        return self.dec(torch.cat([z, y.to(z.dtype)], -1))
 
 
 class _HandM2(nn.Module):
@@ -756,7 +756,7 @@ class _HandM2(nn.Module):
 
     def decode(self, z, y):
         logit = torch.tensor([0.0, math.log(1 / 3)], dtype=z.dtype)  # sigmoid: 1/2 and 1/4
-        return (y @ logit)[:, None] + 0 * z.sum(-1, keepdim=True)
+        return (y.to(z.dtype) @ logit)[:, None] + 0 * z.sum(-1, keepdim=True)
 
 
 HAND_U = -1.5 * math.log(2.0)

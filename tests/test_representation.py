@@ -102,4 +102,6 @@ def test_views_and_animation_render(moons, trained):
     plt.close(fig)
     anim = training_animation(views, ytr, dpi=30)
     html = anim.to_jshtml()
-    assert "<img" in html or "frames" in html
+    assert html.count("data:image/png;base64") == len(views)  # one embedded image per snapshot
+    with pytest.raises(ValueError, match="at least one view"):
+        training_animation([], ytr)
