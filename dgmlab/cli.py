@@ -137,24 +137,31 @@ def _train(args) -> int:
             load_checkpoint(ckpt, expect=args.model)
     command = "python -m dgmlab " + " ".join(shlex.quote(a) for a in args.argv)
     start = time.perf_counter()
-    history = fit(model, data, cfg, checkpoint=ckpt, data_info=data_info)
-    wall = time.perf_counter() - start
-    metrics = {
-        "model": args.model,
-        "data": args.data,
-        "labels": args.labels,
-        "command": command,
-        "seed": args.seed,
-        "device": str(device),
-        "machine": machine_description(device),
-        "wall_clock_s": round(wall, 2),
-        "train_time_s": history[-1]["time_s"] if history else 0.0,
-        "config": model.config_dict(),
-        "train_config": dataclasses.asdict(cfg),
-        "history": history,
-        "final": history[-1] if history else {},
-    }
-    atomic_write_json(out / "metrics.json", metrics)
+
+    def write_metrics(history: list[dict]) -> dict:
+        # Written after every epoch, so a long run that is stopped still leaves its measured curve behind.
+        metrics = {
+            "model": args.model,
+            "data": args.data,
+            "labels": args.labels,
+            "command": command,
+            "seed": args.seed,
+            "device": str(device),
+            "machine": machine_description(device),
+            "wall_clock_s": round(time.perf_counter() - start, 2),
+            "train_time_s": history[-1]["time_s"] if history else 0.0,
+            "epochs_done": len(history),
+            "config": model.config_dict(),
+            "train_config": dataclasses.asdict(cfg),
+            "history": history,
+            "final": history[-1] if history else {},
+        }
+        atomic_write_json(out / "metrics.json", metrics)
+        return metrics
+
+    history = fit(model, data, cfg, checkpoint=ckpt, data_info=data_info,
+                  on_epoch=lambda epoch, record: write_metrics(model.history))
+    metrics = write_metrics(history)
     print(f"wrote {out / 'metrics.json'} and {ckpt}")
     print(json.dumps(metrics["final"], indent=2))
     return 0

@@ -272,7 +272,8 @@ def draw_view(ax, view: HiddenView, y, *, title: str = "", hidden: bool = True, 
     curve_lines = [ax.plot(*view.curves[c].T, color="k", lw=2.2, ls=ls, zorder=3,
                            label=f"tendency line, class {c} ({'upper' if c else 'lower'} moon)")[0]
                    for c, ls in ((0, "--"), (1, "-"))]
-    boundary_line, = ax.plot([], [], color="tab:green", lw=1.5, zorder=4, label="decision line of the output layer")
+    boundary_line, = ax.plot([], [], color="tab:green", lw=1.5, zorder=4,
+                             label="decision line of the output layer" if hidden else "_nolegend_")
     if hidden and view.boundary is not None:
         boundary_line.set_data(*_boundary_segment(view.boundary).T)
     if hidden:
@@ -295,9 +296,9 @@ def training_animation(views: Sequence[HiddenView], y, *, figsize=(4.2, 4.2), dp
 
     if not views:
         raise ValueError("need at least one view to animate; record snapshots with train_tanh_classifier(snapshot_at=...)")
-    fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
-    artists = draw_view(ax, views[0], y, point_size=3.0)
-    ax.legend(loc="lower left", fontsize=6, framealpha=0.8)
+    fig, ax = plt.subplots(figsize=figsize, dpi=dpi, layout="constrained")
+    artists = draw_view(ax, views[0], y, point_size=5.0)
+    ax.legend(loc="upper left", fontsize=6, framealpha=0.8)
 
     def update(i: int):
         v = views[i]

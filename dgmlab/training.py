@@ -127,6 +127,7 @@ def fit(model, data: DataBundle, cfg: TrainConfig, checkpoint: str | Path | None
         if checkpoint is not None:
             save_checkpoint(checkpoint, model, optimizer, epoch + 1, history, _rng_state(generator),
                             asdict(cfg), data_info)
+        model.history = history
         if on_epoch is not None:
             on_epoch(epoch + 1, record)
     model.history = history

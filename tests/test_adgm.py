@@ -233,3 +233,19 @@ def test_halfmoons_training_lowers_the_test_error():
                 break
     after = m.evaluate(data.x_test, data.y_test)["test_error"]
     assert after < 30 and after < before - 10, (before, after)
+
+
+def test_fixed_observation_variance():
+    m = tiny("adgm", likelihood="gaussian", x_logvar=-2.0)
+    x = torch.randn(4, 5)
+    eps_a, eps_z = torch.randn(1, 4, 3), torch.randn(1, 4, 2)
+    b = m.labelled_bound(x, torch.tensor([0, 1, 2, 0]), noise={"a": eps_a, "z": eps_z})
+    a = m.q_a(x).base_dist.loc + m.q_a(x).base_dist.scale * eps_a
+    y_oh = F.one_hot(torch.tensor([0, 1, 2, 0]), 3).float()
+    q_z = m.q_z(a, y_oh, x)
+    z = q_z.base_dist.loc + q_z.base_dist.scale * eps_z
+    mean = m.p_x(z, y_oh).base_dist.loc
+    expected = Normal(mean, math.exp(-1.0)).log_prob(x).sum(-1).mean(0)
+    torch.testing.assert_close(b.terms["log_px"], expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="gaussian"):
+        ADGMConfig(x_dim=5, n_classes=3, x_logvar=-2.0)

@@ -12,7 +12,6 @@ The notebook tests execute real kernels (nbclient, kernel ``python3``); MNIST mu
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -172,7 +171,7 @@ def test_student_notebook_fails_every_check_with_its_hint(generated, name):
     src = nbformat.read(LABS / "src" / f"{name}.ipynb", as_version=4)
     executed = _execute(generated["student"], name, allow_errors=True)
     assert len(executed.cells) == len(src.cells)
-    n_checks = 0
+    n_checks, stub_errors = 0, 0
     for i, cell in enumerate(executed.cells):
         if cell.cell_type != "code":
             continue
@@ -187,7 +186,10 @@ def test_student_notebook_fails_every_check_with_its_hint(generated, name):
         elif "exercise" in cell.metadata.get("tags", []):
             assert "raise NotImplementedError(" in cell.source
             assert error is None, f"exercise cell {i} should only define functions, got {error}"
+        elif error is not None:
+            stub_errors += error[0] == "NotImplementedError"  # a demo cell that calls a stub directly
     assert n_checks == len(make_labs.read_lab(LABS / "src" / f"{name}.ipynb").checks)
+    assert stub_errors > 0, "the stubs should raise NotImplementedError when called outside a check"
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from dgmlab.models import register
 from dgmlab.models.m2 import SemiSupervisedConfig, SemiSupervisedModel
 from dgmlab.objectives.semisupervised import (Bound, add_class_axis, categorical_entropy, glorot_init, make_bound,
                                               one_hot, one_hot_classes, reparameterize, sum_over_classes,
-                                              uniform_log_prior, unit_log_prob)
+                                              uniform_log_prior, unit_log_prob, with_fixed_variance)
 
 AUX_CONDITIONALS = ("zy", "xzy")
 AUXILIARY_KINDS = ("stochastic", "deterministic")
@@ -134,7 +134,7 @@ class ADGM(SemiSupervisedModel):
 
     def generative_x(self, a: torch.Tensor, y_onehot: torch.Tensor, z: torch.Tensor):
         """``p(x | y, z)`` for the ADGM; the SDGM overrides it with ``p(x | a, y, z)``."""
-        return self.p_x(z, y_onehot)
+        return with_fixed_variance(self.p_x(z, y_onehot), self.config.x_logvar)
 
     def _class_log_probs(self, x: torch.Tensor, samples: int) -> torch.Tensor:
         a, _ = self.sample_a(x, samples)
@@ -269,7 +269,7 @@ class SDGM(ADGM):
 
     def generative_x(self, a: torch.Tensor, y_onehot: torch.Tensor, z: torch.Tensor):
         """``p(x | a, y, z)``: the skip connection from ``a`` to ``x``."""
-        return self.p_x(a, y_onehot, z)
+        return with_fixed_variance(self.p_x(a, y_onehot, z), self.config.x_logvar)
 
 
 @dataclass

@@ -42,7 +42,7 @@ from dgmlab.objectives.kl import kl_temperature
 from dgmlab.objectives.semisupervised import (CE_MODES, Bound, alpha_weight, categorical_entropy,
                                               classification_loss, glorot_init, make_bound, one_hot,
                                               one_hot_classes, reparameterize, sum_over_classes,
-                                              uniform_log_prior)
+                                              uniform_log_prior, with_fixed_variance)
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 IW_MAX_ROWS = 100_000
@@ -65,6 +65,7 @@ class SemiSupervisedConfig:
             ``log q - log p`` term except the observation likelihood (SPEC 0.3).
         activation: hidden nonlinearity.
         ce: ``"marginal"`` (``-log mean_s q(y|a_s,x)``, the authors' code) or ``"per_sample"`` (A eq. 12 literally).
+        x_logvar: a fixed log-variance for a Gaussian ``p(x|.)`` (``None``: learned, the default) [X].
     """
 
     x_dim: int
@@ -81,6 +82,7 @@ class SemiSupervisedConfig:
     warmup_epochs: int = 0
     activation: str = "relu"
     ce: str = "marginal"
+    x_logvar: float | None = None
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -95,6 +97,8 @@ class SemiSupervisedConfig:
             raise ValueError(f"unknown cross-entropy mode ce={self.ce!r}; choose one of {CE_MODES}")
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0 (0 switches warm-up off), got {self.warmup_epochs}")
+        if self.x_logvar is not None and self.likelihood != "gaussian":
+            raise ValueError("x_logvar fixes the variance of a Gaussian p(x|.); it needs likelihood='gaussian'")
         if self.n_train and self.n_labelled and self.n_labelled > self.n_train:
             raise ValueError(f"n_labelled={self.n_labelled} exceeds n_train={self.n_train}: there cannot be more "
                              "labelled points than training points")
@@ -308,6 +312,10 @@ class M2(SemiSupervisedModel):
         """``p(z) = N(0, I)`` (4.3)."""
         return dnn.standard_normal(self.config.z_dim, like)
 
+    def generative_x(self, y_onehot: torch.Tensor, z: torch.Tensor):
+        """``p(x | y, z)`` (4.4)."""
+        return with_fixed_variance(self.p_x(z, y_onehot), self.config.x_logvar)
+
     def _class_log_probs(self, x: torch.Tensor, samples: int) -> torch.Tensor:
         return self.q_y(x).logits.unsqueeze(0)  # q(y|x) has no auxiliary variable: one "sample"
 
@@ -320,7 +328,7 @@ class M2(SemiSupervisedModel):
         """
         q_z = self.q_z(x, y_onehot)
         z = reparameterize(q_z, eps_z, (samples,))  # (S, ..., B, z_dim)
-        log_px = self.p_x(z, y_onehot).log_prob(x).mean(0)
+        log_px = self.generative_x(y_onehot, z).log_prob(x).mean(0)
         p_z = self.prior_z(x)
         if self.config.analytic_kl:
             kl_z = kl_divergence(q_z, p_z)
@@ -353,7 +361,7 @@ class M2(SemiSupervisedModel):
         classes = one_hot_classes(self.config.n_classes, x)
         q_z = self.q_z(x, classes)
         z = q_z.rsample((k,))  # (k, K, B, z_dim)
-        log_w = (self.p_x(z, classes).log_prob(x) + self.prior_z(x).log_prob(z)
+        log_w = (self.generative_x(classes, z).log_prob(x) + self.prior_z(x).log_prob(z)
                  + uniform_log_prior(self.config.n_classes, x) - q_z.log_prob(z))
         return torch.logsumexp(log_w, dim=1)
 
@@ -361,7 +369,7 @@ class M2(SemiSupervisedModel):
     @torch.no_grad()
     def generate(self, z: torch.Tensor, y) -> torch.Tensor:
         """Mean of ``p(x | y, z)`` for styles ``z`` ``(B, z_dim)`` and labels ``y`` (int or ``(B,)``)."""
-        return self.p_x(z, self._labels_like(y, z)).mean
+        return self.generative_x(self._labels_like(y, z), z).mean
 
     @torch.no_grad()
     def encode_style(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution, Independent
+from torch.distributions import Distribution, Independent, Normal
 
 CE_MODES = ("marginal", "per_sample")
 
@@ -159,6 +159,17 @@ def reparameterize(dist: Independent, eps: torch.Tensor | None = None, sample_sh
     return base.loc + base.scale * eps
 
 
+def with_fixed_variance(dist: Independent, logvar: float | None) -> Independent:
+    """A Gaussian ``p(x|.)`` with its variance replaced by the constant ``exp(logvar)`` (``None``: unchanged).
+
+    A fixed observation noise stops a 2-d toy model from explaining the data by its variance alone (which lets the
+    latent ``z`` collapse onto the prior); the learned variance head is then unused."""
+    if logvar is None:
+        return dist
+    loc = dist.base_dist.loc
+    return Independent(Normal(loc, torch.full_like(loc, math.exp(0.5 * logvar))), 1)
+
+
 def unit_log_prob(dist: Distribution, value: torch.Tensor) -> torch.Tensor:
     """Per-unit log density of a factorised distribution (the log-prob before summing over the event axis)."""
     base = dist.base_dist if isinstance(dist, Independent) else dist
@@ -190,4 +201,4 @@ def glorot_init(module: nn.Module, head_std: float = 1e-3) -> None:
 
 __all__ = ["Bound", "CE_MODES", "add_class_axis", "alpha_weight", "categorical_entropy", "classification_loss",
            "glorot_init", "make_bound", "one_hot", "one_hot_classes", "reparameterize", "sum_over_classes",
-           "uniform_log_prior", "unit_log_prob"]
+           "uniform_log_prior", "unit_log_prob", "with_fixed_variance"]
