@@ -119,14 +119,18 @@ def test_cross_entropy_uses_the_averaged_classifier():
 @pytest.mark.parametrize("name", ["adgm", "sdgm", "adgm_det"])
 def test_importance_weighted_estimate_is_above_the_bound(name):
     m = tiny(name).double()
+    with torch.no_grad():  # Glorot weights in the Gaussian heads too: a posterior far from the prior
+        for layer in m.modules():
+            if isinstance(layer, torch.nn.Linear):
+                torch.nn.init.xavier_normal_(layer.weight)
     x = torch.rand(40, 5, dtype=torch.float64).bernoulli()
     torch.manual_seed(1)
     with torch.no_grad():
         elbo = torch.stack([m.unlabelled_bound(x).value for _ in range(20)]).mean()
         l_1 = torch.stack([m.log_likelihood(x, k=1) for _ in range(20)]).mean()
         l_200 = m.log_likelihood(x, k=200, chunk=64).mean()
-    assert elbo < l_1 + 0.05 < l_200 + 0.05
-    assert l_200 > elbo + 0.1
+    assert elbo < l_1 + 0.05  # one importance sample with y summed exactly: at least U(x) on average
+    assert l_200 > l_1 + 0.1 and l_200 > elbo + 0.1
 
 
 def test_log_likelihood_chunking_is_exact():

@@ -69,8 +69,8 @@ class M1M2(SemiSupervisedModel):
                                 likelihood=c.likelihood, eval_iw=0))
         self.m2 = M2(M2Config(x_dim=c.m1_z_dim, n_classes=c.n_classes, likelihood="gaussian", hidden=c.hidden,
                               z_dim=c.z_dim, n_train=c.n_train, n_labelled=c.n_labelled, beta=c.beta,
-                              fixed_alpha=c.fixed_alpha, mc_samples=c.mc_samples, warmup_epochs=c.warmup_epochs, activation=c.activation,
-                              ce=c.ce))
+                              fixed_alpha=c.fixed_alpha, mc_samples=c.mc_samples, warmup_epochs=c.warmup_epochs,
+                              activation=c.activation, ce=c.ce))
 
     def stage(self, epoch: int) -> int:
         """1 while M1 trains, 2 afterwards."""

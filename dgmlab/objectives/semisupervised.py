@@ -150,7 +150,8 @@ def uniform_log_prior(n_classes: int, like: torch.Tensor) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------------------------------------- sampling
-def reparameterize(dist: Independent, eps: torch.Tensor | None = None, sample_shape: torch.Size | tuple = ()) -> torch.Tensor:
+def reparameterize(dist: Independent, eps: torch.Tensor | None = None,
+                   sample_shape: torch.Size | tuple = ()) -> torch.Tensor:
     """``z = mu + sigma * eps`` (thesis eq. 3.19-3.21). With ``eps=None`` fresh noise is drawn; passing ``eps`` makes
     two computations use the same random numbers (used by the tests to compare against brute force)."""
     if eps is None:
