@@ -102,7 +102,8 @@ def linear_gaussian_elbo_problem(n_points=3):
         mu, var = q.base_dist.loc, q.base_dist.scale ** 2
         s2 = model.sigma ** 2
         resid = x - mu @ model.W.T - model.b
-        recon = -0.5 * 4 * torch.log(2 * math.pi * s2) - ((resid ** 2).sum(-1) + (var * (model.W ** 2).sum(0)).sum(-1)) / (2 * s2)
+        expected_sq = (resid ** 2).sum(-1) + (var * (model.W ** 2).sum(0)).sum(-1)  # E_q ||x - W z - b||^2
+        recon = -0.5 * 4 * torch.log(2 * math.pi * s2) - expected_sq / (2 * s2)
         return (recon - torch.distributions.kl_divergence(q, model.prior(mu))).sum()
 
     phi = torch.cat([torch.tensor([0.2, -0.1, -0.5, -0.2], dtype=DTYPE) + 0.1 * i for i in range(n_points)])
@@ -115,8 +116,8 @@ def test_elbo_gradients_are_unbiased_on_linear_gaussian():
     family, f, phi, exact, exact_elbo = linear_gaussian_elbo_problem()
     # the integrand's expectation is the closed-form ELBO
     q = family(phi)
-    mc = f(q.sample((20000,)), q).sum(-1)
-    assert abs(float(mc.mean() - exact_elbo(phi))) < 5 * float(mc.std()) / math.sqrt(20000)
+    mc = f(q.sample((5000,)), q).sum(-1)
+    assert abs(float(mc.mean() - exact_elbo(phi))) < 5 * float(mc.std()) / math.sqrt(5000)
     rep = summarize(reparameterised_gradient(family, f, phi, 2, R), exact)
     sf = summarize(score_function_gradient(family, f, phi, 2, R, baseline="leave_one_out"), exact)
     assert rep.max_z < Z_TOL and sf.max_z < Z_TOL
