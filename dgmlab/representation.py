@@ -231,7 +231,10 @@ class HiddenView:
 
 def hidden_view(net: TanhClassifier | None, x: torch.Tensor, grid: torch.Tensor, curves: torch.Tensor,
                 layer: int = -1, step: int | None = None, y: torch.Tensor | None = None) -> HiddenView:
-    """Push data, grid and tendency curves through ``net`` (``None``: stay in input space) into a :class:`HiddenView`."""
+    """Push data, grid and tendency curves through ``net`` into a :class:`HiddenView`.
+
+    ``net=None`` keeps everything in input space (panel a of Fig 2.4). Inputs must be CPU tensors.
+    """
     if net is None:
         return HiddenView(x.numpy(), grid.numpy(), curves.numpy(), step=step)
     last = layer in (-1, len(net.hidden_layers) - 1)
@@ -295,7 +298,8 @@ def training_animation(views: Sequence[HiddenView], y, *, figsize=(4.2, 4.2), dp
     from matplotlib.animation import FuncAnimation
 
     if not views:
-        raise ValueError("need at least one view to animate; record snapshots with train_tanh_classifier(snapshot_at=...)")
+        raise ValueError("need at least one view to animate; "
+                         "record snapshots with train_tanh_classifier(snapshot_at=...)")
     fig, ax = plt.subplots(figsize=figsize, dpi=dpi, layout="constrained")
     artists = draw_view(ax, views[0], y, point_size=5.0)
     ax.legend(loc="upper left", fontsize=6, framealpha=0.8)
