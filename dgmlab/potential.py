@@ -27,6 +27,14 @@ Two readings of the energy (SPEC section 7, item T2):
   ``(+-2, +-2)``.
 
 Both readings use ``p(z) = exp(-U(z)) / Z``; the thesis prints ``e^{U(z)}``, which cannot be normalised.
+
+Used by ``book/ch04_semi_supervised/potential.ipynb``. Typical use::
+
+    target = Potential("ring")
+    q = make_q("auxiliary")
+    history = fit_potential(q, target, PotentialTrainConfig(steps=3000, warmup_from=3.0, warmup_steps=1500))
+    bound, stderr = estimate_bound(q, target)          # compare with target.exact_log_z()
+    coverage = mode_coverage(q.sample(20_000), target)  # coverage.covers_all: both modes found?
 """
 
 from __future__ import annotations

@@ -35,5 +35,6 @@ state = load_checkpoint(sys.argv[1], expect="vae")
 state["optimizer"], state["rng"] = None, {}
 atomic_write_bytes(sys.argv[2], lambda f: torch.save(state, f))
 EOF
+    chmod 644 "dgmlab/pretrained/$name/model.pt"
     cp "runs/$name/metrics.json" "dgmlab/pretrained/$name/metrics.json"
 done

@@ -109,20 +109,39 @@ def test_short_training_increases_the_bound(kind):
 def test_auxiliary_bound_terms_add_up():
     torch.manual_seed(0)
     out = AuxiliaryQ(AuxiliaryQConfig()).bound(Potential("ring"), 64)
-    t = out.terms
+    t = {k: v.detach() for k, v in out.terms.items()}
     assert float(t["bound"]) == pytest.approx(
         float(t["log_f"] + t["log_p_a_given_z"] - t["log_q_a"] - t["log_q_z_given_a"]), abs=1e-4)
-    assert float(out.loss) == pytest.approx(-float(t["bound"]), abs=1e-4)  # beta = 1: the loss is the negative bound
+    assert float(out.loss.detach()) == pytest.approx(-float(t["bound"]), abs=1e-4)  # beta = 1: the loss is the negative bound
     out.loss.backward()  # gradients reach every network
+    # the temperature changes the loss but never the reported bound
+    torch.manual_seed(0)
+    hot = AuxiliaryQ(AuxiliaryQConfig())
+    torch.manual_seed(0)
+    cold = AuxiliaryQ(AuxiliaryQConfig())
+    torch.manual_seed(5)
+    out_hot = hot.bound(Potential("ring"), 64, temperature=3.0)
+    torch.manual_seed(5)
+    out_cold = cold.bound(Potential("ring"), 64, temperature=1.0)
+    hot_t = {k: v.detach() for k, v in out_hot.terms.items()}
+    cold_t = {k: v.detach() for k, v in out_cold.terms.items()}
+    assert float(hot_t["bound"]) == pytest.approx(float(cold_t["bound"]), abs=1e-5)
+    aux_kl = cold_t["log_q_a"] - cold_t["log_p_a_given_z"]
+    assert float((out_hot.loss - out_cold.loss).detach()) == pytest.approx(2.0 * float(aux_kl), abs=1e-4)
     q = AuxiliaryQ()
     q.bound(Potential("ring"), 16).loss.backward()
     assert all(p.grad is not None for p in q.parameters())
 
 
-def test_annealing_schedule():
+def test_annealing_and_temperature_schedules():
     cfg = PotentialTrainConfig(steps=100, anneal_steps=10, anneal_from=0.01)
     assert cfg.beta(0) == pytest.approx(0.01) and cfg.beta(5) == pytest.approx(0.505) and cfg.beta(10) == 1.0
-    assert PotentialTrainConfig().beta(0) == 1.0
+    assert PotentialTrainConfig().beta(0) == 1.0 and PotentialTrainConfig().temperature(0) == 1.0
+    warm = PotentialTrainConfig(steps=100, warmup_steps=10, warmup_from=3.0)
+    assert warm.temperature(0) == pytest.approx(3.0) and warm.temperature(5) == pytest.approx(2.0)
+    assert warm.temperature(10) == 1.0 and warm.beta(0) == 1.0
+    with pytest.raises(ValueError):
+        PotentialTrainConfig(warmup_from=-1.0)
     with pytest.raises(ValueError):
         PotentialTrainConfig(anneal_from=0.0)
     with pytest.raises(ValueError):

@@ -35,3 +35,23 @@ def load_pretrained(name: str, expect: str | None = None, device=None):
     from dgmlab.checkpoints import load_model
 
     return load_model(path(name), expect=expect, device=device)
+
+
+def export_run(run_dir: str | Path, name: str) -> Path:
+    """Copy a CLI run (``run_dir/model.pt`` + ``metrics.json``) into ``dgmlab/pretrained/name/``, dropping the
+    optimiser and random-number states that only resuming needs (a third of the size for Adam)."""
+    import shutil
+
+    from dgmlab.checkpoints import atomic_write_bytes, load_checkpoint
+
+    import torch
+
+    run_dir = Path(run_dir)
+    state = load_checkpoint(run_dir / "model.pt")
+    state["optimizer"], state["rng"] = None, {}
+    target = ROOT / name
+    target.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target / "model.pt", lambda f: torch.save(state, f))
+    shutil.copyfile(run_dir / "metrics.json", target / "metrics.json.tmp")
+    (target / "metrics.json.tmp").replace(target / "metrics.json")
+    return target / "model.pt"
