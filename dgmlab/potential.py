@@ -20,7 +20,8 @@ us read off how far each fit is from the truth.
 
 Two readings of the energy (SPEC section 7, item T2):
 
-* ``"ring"`` (default, our choice): ``U(z) = 1/2 ((||z||_2 - 2)/0.4)^2 - log(e^{-1/2 ((z2-2)/0.6)^2} + e^{-1/2 ((z2+2)/0.6)^2})``,
+* ``"ring"`` (default, our choice):
+  ``U(z) = 1/2 ((||z||_2 - 2)/0.4)^2 - log(e^{-1/2 ((z2-2)/0.6)^2} + e^{-1/2 ((z2+2)/0.6)^2})``,
   a ring of radius 2 cut into two arcs around ``(0, +2)`` and ``(0, -2)`` (potential U1 of Rezende & Mohamed, 2015,
   turned by 90 degrees). Two modes, as the thesis text says.
 * ``"literal"``: eq. (4.18) as printed, ``||z_1|| = |z_1|``; then ``exp(-U)`` factorises and has four modes at
@@ -40,7 +41,7 @@ Used by ``book/ch04_semi_supervised/potential.ipynb``. Typical use::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal, Sequence
 
@@ -118,7 +119,8 @@ class Potential:
             return torch.tensor([[0.0, o], [0.0, -o]])
         return torch.tensor([[-r, o], [r, o], [-r, -o], [r, -o]])
 
-    def grid(self, lim: float = 4.0, n: int = 201, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def grid(self, lim: float = 4.0, n: int = 201,
+             dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(z1, z2, log_f)`` on an ``n x n`` grid over ``[-lim, lim]^2`` (``meshgrid`` with ``indexing="xy"``)."""
         axis = torch.linspace(-lim, lim, n, dtype=dtype)
         z1, z2 = torch.meshgrid(axis, axis, indexing="xy")
@@ -138,7 +140,8 @@ class Potential:
         log_f = self.log_f(torch.stack([z1, z2], dim=-1))
         return float(torch.logsumexp(log_f.flatten(), dim=0) + 2 * math.log(h))
 
-    def sample_exact(self, n: int, lim: float = 6.0, cells: int = 600, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_exact(self, n: int, lim: float = 6.0, cells: int = 600,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` samples of the exact ``p(z)``: pick grid cells with probability ``p`` (quadrature weights), then a
         uniform point inside the cell. Exact up to the grid resolution (cell width ``2 lim / cells``)."""
         h = 2 * lim / cells
@@ -156,7 +159,8 @@ def importance_log_z(target: Potential, proposal: torch.distributions.Distributi
     """Monte Carlo estimate of ``log Z`` by importance sampling, ``log mean_s f(z_s) / r(z_s)`` with ``z_s ~ r``.
 
     Returns ``(estimate, standard error)``; the error is that of the mean weight, carried to the log by the delta
-    method. ``proposal`` must cover the target's support (a broad Gaussian does).
+    method. ``proposal`` must cover the target's support (a broad Gaussian does). ``generator_seed`` reseeds torch's
+    global RNG first.
     """
     if generator_seed is not None:
         torch.manual_seed(generator_seed)
@@ -311,7 +315,8 @@ def make_q(kind: str, config=None) -> GaussianQ | AuxiliaryQ:
 
 
 @torch.no_grad()
-def estimate_bound(q: GaussianQ | AuxiliaryQ, target: Potential, n: int = 100_000, chunk: int = 50_000) -> tuple[float, float]:
+def estimate_bound(q: GaussianQ | AuxiliaryQ, target: Potential, n: int = 100_000,
+                   chunk: int = 50_000) -> tuple[float, float]:
     """The bound with ``n`` fresh samples: ``(mean, standard error)`` in nats (beta = 1)."""
     if n < 2:
         raise ValueError(f"need at least 2 samples to estimate the bound and its error, got n={n}")
@@ -414,17 +419,19 @@ class PotentialTrainConfig:
     anneal_from: float = 0.01
     warmup_steps: int = 0
     warmup_from: float = 0.0
-    seed: int = 0
     log_every: int = 50
     clip_grad_norm: float | None = 10.0  # early steps can see huge energies far from the ring
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 2 or self.lr <= 0:
-            raise ValueError(f"need steps >= 1, batch_size >= 2 and lr > 0, got {self.steps}, {self.batch_size}, {self.lr}")
+            raise ValueError(f"need steps >= 1, batch_size >= 2 and lr > 0, "
+                             f"got {self.steps}, {self.batch_size}, {self.lr}")
         if self.warmup_steps < 0 or self.warmup_from < 0:
-            raise ValueError(f"need warmup_steps >= 0 and warmup_from >= 0, got {self.warmup_steps}, {self.warmup_from}")
+            raise ValueError(f"need warmup_steps >= 0 and warmup_from >= 0, "
+                             f"got {self.warmup_steps}, {self.warmup_from}")
         if self.anneal_steps < 0 or not 0 < self.anneal_from <= 1:
-            raise ValueError(f"need anneal_steps >= 0 and 0 < anneal_from <= 1, got {self.anneal_steps}, {self.anneal_from}")
+            raise ValueError(f"need anneal_steps >= 0 and 0 < anneal_from <= 1, "
+                             f"got {self.anneal_steps}, {self.anneal_from}")
 
     def beta(self, step: int) -> float:
         """The weight of the ``-U`` term at ``step`` (0-based)."""
@@ -440,8 +447,10 @@ class PotentialTrainConfig:
 
 
 def fit_potential(q: GaussianQ | AuxiliaryQ, target: Potential, config: PotentialTrainConfig) -> list[dict]:
-    """Maximise the bound of ``q`` on ``target`` with Adam; returns the history, one dict per ``log_every`` steps
-    (and the last step): ``{"step", "beta", "temperature", "bound", "loss", <terms>}`` (the bound of that step's batch)."""
+    """Maximise the bound of ``q`` on ``target`` with Adam (seed the global RNG first for reproducible Monte Carlo
+    noise, as ``fit_restarts`` does); returns the history, one dict per ``log_every`` steps
+    (and the last step): ``{"step", "beta", "temperature", "bound", "loss", <terms>}`` (the bound of that step's
+    batch)."""
     opt = torch.optim.Adam(q.parameters(), lr=config.lr)
     history: list[dict] = []
     for step in range(config.steps):
@@ -487,7 +496,7 @@ def fit_restarts(kind: str, target: Potential, config: PotentialTrainConfig, see
     for seed in seeds:
         seed_everything(int(seed))
         q = make_q(kind, family_config)
-        history = fit_potential(q, target, replace(config, seed=int(seed)))
+        history = fit_potential(q, target, config)
         bound, stderr = estimate_bound(q, target, eval_samples)
         coverage = mode_coverage(q.sample(eval_samples), target)
         results.append(FitResult(kind, int(seed), q, history, bound, stderr, coverage, log_z))

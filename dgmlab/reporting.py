@@ -53,7 +53,7 @@ class Crossing:
     def describe(self, unit: str = "%") -> str:
         """``"epoch 12 (3.4 min)"`` or ``"not reached in 40 epochs"``."""
         if not self.reached:
-            return f"not reached in {self.epochs_seen} epochs"
+            return f"not reached in {plural(self.epochs_seen, 'epoch')}"
         return f"epoch {self.epoch} ({format_duration(self.time_s)})"
 
 
@@ -103,6 +103,11 @@ def best(history: Sequence[dict], key: str = "test_error", mode: str = "min") ->
         raise ValueError(f"the history holds no evaluated {key!r} (it has {len(history)} epochs)")
     pick = min if mode == "min" else max
     return pick(points, key=lambda p: p[1])
+
+
+def plural(n: int, word: str) -> str:
+    """``plural(1, "epoch") == "1 epoch"``, ``plural(20, "epoch") == "20 epochs"``."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def format_duration(seconds: float | None) -> str:

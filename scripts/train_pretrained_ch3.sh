@@ -21,20 +21,5 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} DGMLAB_PROGRESS=0
 "$PYTHON" -m dgmlab train vae --data mnist --epochs 30 --seed 0 --device cpu --set z_dim=2 --set 'hidden=(128,128)' --set eval_iw=0 --out runs/vae2d-mnist --no-progress
 "$PYTHON" -m dgmlab eval runs/vae2d-mnist/model.pt --iw 5000 --n-test 1000 --device cpu
 
-# Ship: weights, config and history (drop the optimiser and RNG states), plus metrics.json.
-for name in vae-mnist vae2d-mnist; do
-    mkdir -p "dgmlab/pretrained/$name"
-    "$PYTHON" - "runs/$name/model.pt" "dgmlab/pretrained/$name/model.pt" <<'EOF'
-import sys
-
-import torch
-
-from dgmlab.checkpoints import atomic_write_bytes, load_checkpoint
-
-state = load_checkpoint(sys.argv[1], expect="vae")
-state["optimizer"], state["rng"] = None, {}
-atomic_write_bytes(sys.argv[2], lambda f: torch.save(state, f))
-EOF
-    chmod 644 "dgmlab/pretrained/$name/model.pt"
-    cp "runs/$name/metrics.json" "dgmlab/pretrained/$name/metrics.json"
-done
+# Ship: weights, config and history (without the optimiser and RNG states), plus metrics.json.
+"$PYTHON" scripts/export_pretrained.py runs/vae-mnist:vae-mnist runs/vae2d-mnist:vae2d-mnist

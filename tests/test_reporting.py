@@ -5,8 +5,8 @@ import json
 import pytest
 
 from dgmlab.plotting import markdown_table
-from dgmlab.reporting import (THESIS_TABLE_4_1, best, first_below, format_duration, results_rows, run_summary,
-                              thresholds_reached)
+from dgmlab.reporting import (THESIS_TABLE_4_1, best, first_below, format_duration, plural, results_rows,
+                              run_summary, thresholds_reached)
 
 
 def history(errors, eval_every=1, dt=10.0):
@@ -30,6 +30,8 @@ def test_first_below_is_strict_and_reports_time():
     assert (c.epoch, c.time_s, c.value) == (3, 30.0, 4.9)  # 5.0 itself is not below 5 %
     assert c.reached and c.describe() == "epoch 3 (30 s)"
     assert first_below(h, 1.0).describe() == "not reached in 5 epochs"
+    assert first_below(history([9.0]), 1.0).describe() == "not reached in 1 epoch"
+    assert plural(1, "epoch") == "1 epoch" and plural(0, "label") == "0 labels"
 
 
 def test_thresholds_skip_epochs_without_evaluation():
