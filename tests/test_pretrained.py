@@ -56,6 +56,7 @@ def test_checkpoint_loads_weights_only_and_is_small(name):
     assert path.stat().st_size < MAX_BYTES, f"{name}: keep shipped checkpoints under 5 MB"
     state = torch.load(path, map_location="cpu", weights_only=True)  # raises if anything but tensors/plain data
     assert state["model"] == "vae"
+    assert all(v.dtype == torch.float32 for v in state["state_dict"].values() if v.is_floating_point())
     model = pretrained.load_pretrained(name, expect="vae", device="cpu")
     assert isinstance(model, VAE) and not model.training
     assert model.history and len(model.history) == state["epoch"]
