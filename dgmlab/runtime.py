@@ -58,5 +58,16 @@ def machine_description(device: torch.device | str | None = None) -> str:
     if dev.type == "cuda":
         name = torch.cuda.get_device_name(dev)
     else:
-        name = platform.processor() or platform.machine()
+        name = _cpu_model() or platform.processor() or platform.machine()
     return f"{dev.type}: {name}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
