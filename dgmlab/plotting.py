@@ -55,3 +55,12 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None, f
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def offline_jshtml(anim, **kwargs) -> str:
+    """``anim.to_jshtml()`` without matplotlib's stylesheet link to an icon CDN: the book theme already ships the
+    icon font locally, and the static site must not reach outside hosts."""
+    import re
+
+    html = anim.to_jshtml(**kwargs)
+    return re.sub(r'<link[^>]*href="https?://[^"]*"[^>]*>\s*', "", html)
