@@ -123,10 +123,11 @@ class Conditional(nn.Module):
         super().__init__()
         self.body = MLP(in_dim, hidden, act=act, batch_norm=batch_norm)
         self.head = head
+        self.batch_norm = batch_norm
 
     def forward(self, *inputs: torch.Tensor):
         h = concat(*inputs) if len(inputs) > 1 else inputs[0]
-        if isinstance(self.body, nn.Sequential) and any(isinstance(m, nn.BatchNorm1d) for m in self.body):
+        if self.batch_norm:  # BatchNorm1d wants (N, C): fold the sample and class axes into the batch
             lead = h.shape[:-1]
             out = self.body(h.reshape(-1, h.shape[-1]))
             return self.head(out.reshape(*lead, out.shape[-1]))
