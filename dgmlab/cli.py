@@ -136,19 +136,21 @@ def _train(args) -> int:
         else:
             load_checkpoint(ckpt, expect=args.model)
     command = "python -m dgmlab " + " ".join(shlex.quote(a) for a in args.argv)
+    previous = read_json(out / "metrics.json") if args.resume and (out / "metrics.json").exists() else None
     start = time.perf_counter()
 
     def write_metrics(history: list[dict]) -> dict:
         # Written after every epoch, so a long run that is stopped still leaves its measured curve behind.
+        session = {"command": command, "epochs_done": len(history), "device": str(device),
+                   "machine": machine_description(device), "wall_clock_s": round(time.perf_counter() - start, 2)}
         metrics = {
             "model": args.model,
             "data": args.data,
             "labels": args.labels,
-            "command": command,
+            **with_sessions(previous, session),
             "seed": args.seed,
             "device": str(device),
             "machine": machine_description(device),
-            "wall_clock_s": round(time.perf_counter() - start, 2),
             "train_time_s": history[-1]["time_s"] if history else 0.0,
             "epochs_done": len(history),
             "config": model.config_dict(),
@@ -165,6 +167,28 @@ def _train(args) -> int:
     print(f"wrote {out / 'metrics.json'} and {ckpt}")
     print(json.dumps(metrics["final"], indent=2))
     return 0
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"error: cannot read {path} ({e}); delete it or start the run with --fresh") from None
+
+
+def with_sessions(previous: dict | None, session: dict) -> dict:
+    """Provenance of a run that was stopped and resumed: ``sessions`` lists every command that trained it (with its
+    epochs, device, machine and wall-clock time), ``command`` is the first one and ``wall_clock_s`` the total.
+
+    ``previous`` is the run's earlier ``metrics.json`` (``None`` for a fresh run); one written before sessions were
+    recorded counts as a single session. Its ``eval`` record is not carried over: it describes older weights."""
+    sessions = []
+    if previous:
+        sessions = list(previous.get("sessions") or [
+            {key: previous.get(key) for key in ("command", "epochs_done", "device", "machine", "wall_clock_s")}])
+    sessions.append(session)
+    return {"command": sessions[0]["command"], "sessions": sessions,
+            "wall_clock_s": round(sum(s.get("wall_clock_s") or 0.0 for s in sessions), 2)}
 
 
 def _eval(args) -> int:

@@ -31,7 +31,24 @@ def test_tiny_train_writes_valid_metrics(tmp_path, capsys):
         main(["train", "mlp", "--data", "halfmoons", "--epochs", "3", "--out", str(out), "--no-progress"])
     assert main(["train", "mlp", "--data", "halfmoons", "--epochs", "3", "--out", str(out), "--no-progress",
                  "--resume"]) == 0
-    assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())["history"]] == [1, 2, 3]
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    # both commands that trained the run are on record; the first is the run's command, the times add up
+    assert [s["epochs_done"] for s in resumed["sessions"]] == [2, 3]
+    assert resumed["command"] == metrics["command"] and "--resume" in resumed["sessions"][1]["command"]
+    assert resumed["wall_clock_s"] == pytest.approx(sum(s["wall_clock_s"] for s in resumed["sessions"]), abs=0.02)
+
+
+def test_with_sessions_reads_a_metrics_file_from_before_sessions():
+    from dgmlab.cli import with_sessions
+
+    old = {"command": "python -m dgmlab train adgm", "epochs_done": 7, "device": "cpu", "machine": "m",
+           "wall_clock_s": 100.0, "eval": {"test_error": 1.0}}
+    merged = with_sessions(old, {"command": "python -m dgmlab train adgm --resume", "epochs_done": 9,
+                                 "device": "cpu", "machine": "m", "wall_clock_s": 50.0})
+    assert merged["command"] == "python -m dgmlab train adgm" and merged["wall_clock_s"] == 150.0
+    assert [s["epochs_done"] for s in merged["sessions"]] == [7, 9] and "eval" not in merged
+    assert with_sessions(None, {"command": "c", "wall_clock_s": 1.0})["sessions"] == [{"command": "c", "wall_clock_s": 1.0}]
 
 
 def test_unknown_model_and_dataset(tmp_path, capsys):
