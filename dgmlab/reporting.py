@@ -127,8 +127,9 @@ def run_summary(metrics: dict, key: str = "test_error", thresholds: Iterable[flo
     """One row describing a CLI run from its ``metrics.json`` dict.
 
     Returns a dict with ``model``, ``command``, ``seed``, ``epochs``, ``final`` (the last evaluated ``key``),
-    ``best``/``best_epoch``, ``train_time_s`` (cumulative training time), ``wall_clock_s``, ``device``, ``machine``
-    and ``crossings`` (``{threshold: Crossing}``).
+    ``best``/``best_epoch``, ``train_time_s`` (cumulative training time), ``wall_clock_s``, ``device``, ``machine``,
+    ``sessions`` (every command that trained the run, more than one if it was resumed) and ``crossings``
+    (``{threshold: Crossing}``).
     """
     missing = {"history", "command", "seed"} - set(metrics)
     if missing:
@@ -152,6 +153,9 @@ def run_summary(metrics: dict, key: str = "test_error", thresholds: Iterable[flo
         "wall_clock_s": metrics.get("wall_clock_s"),
         "device": metrics.get("device"),
         "machine": metrics.get("machine"),
+        "sessions": metrics.get("sessions") or [{"command": metrics["command"], "epochs_done": len(history),
+                                                 "device": metrics.get("device"), "machine": metrics.get("machine"),
+                                                 "wall_clock_s": metrics.get("wall_clock_s")}],
         "crossings": thresholds_reached(history, thresholds, key),
     }
 

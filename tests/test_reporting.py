@@ -80,6 +80,9 @@ def test_run_summary_and_rows_from_metrics_json(tmp_path):
     s = run_summary(json.loads(path.read_text()))
     assert s["epochs"] == 4 and s["final"] == 2.8 and (s["best"], s["best_epoch"]) == (2.5, 3)
     assert s["train_time_s"] == 40.0 and s["crossings"][2.0].reached is False
+    assert [x["command"] for x in s["sessions"]] == [m["command"]]  # a run that was never resumed: one session
+    resumed = {**m, "sessions": [{"command": "a", "epochs_done": 2}, {"command": "a --resume", "epochs_done": 4}]}
+    assert [x["epochs_done"] for x in run_summary(resumed)["sessions"]] == [2, 4]
     rows = results_rows({"ADGM": m}, reference={k: v["MNIST 100"] for k, v in THESIS_TABLE_4_1.items()})
     assert rows[0]["thesis (%)"] == "0.96 (±0.02)"
     assert rows[0]["< 5 %"] == "epoch 2 (20 s)" and rows[0]["< 2 %"] == "not reached in 4 epochs"
