@@ -136,3 +136,21 @@ def test_missing_data_without_network_names_the_folder(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"not found in .*empty.*DGMLAB_DATA"):
         load_data("mnist")
     assert not (tmp_path / "cache" / "mnist").exists() or not any((tmp_path / "cache" / "mnist").iterdir())
+
+
+def test_halfmoons_class_densities_integrate_to_one_and_give_the_bayes_error():
+    from dgmlab.data.halfmoons import (bayes_error, class_log_densities, semi_supervised_moons,
+                                       semi_supervised_shift)
+
+    step = 0.025
+    g1, g2 = torch.meshgrid(torch.arange(-2.0, 3.0, step), torch.arange(-1.7, 2.2, step), indexing="ij")
+    grid = torch.stack([g1.reshape(-1), g2.reshape(-1)], 1)
+    mass = class_log_densities(grid, noise=0.2, n_curve=400).exp().sum(0) * step**2
+    assert torch.allclose(mass, torch.ones(2, dtype=mass.dtype), atol=5e-3)
+    _, _, x_test, y_test, _, _ = semi_supervised_moons()
+    shift = semi_supervised_shift()
+    floor = bayes_error(x_test, y_test, noise=0.2, shift=shift)
+    assert 1.0 < floor < 6.0  # the moons overlap a little at noise 0.2
+    assert bayes_error(x_test, 1 - y_test, noise=0.2, shift=shift) == pytest.approx(100 - floor)
+    with pytest.raises(ValueError, match="shape"):
+        class_log_densities(torch.zeros(3, 3))

@@ -6,6 +6,8 @@ plus isotropic Gaussian noise.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -52,6 +54,11 @@ def supervised_moons(n_train: int = 1000, n_test: int = 1000, noise: float = 0.1
     return tuple(torch.from_numpy(a) for a in (xtr, ytr, xte, yte))
 
 
+def semi_supervised_shift(n_train: int = 10_000, noise: float = 0.2, seed: int = 1234) -> float:
+    """The offset ``|min|`` that :func:`semi_supervised_moons` adds to every coordinate (about 1.6)."""
+    return abs(float(moons(n_train, noise, seed, upper_label=0)[0].min()))
+
+
 def semi_supervised_moons(n_train: int = 10_000, n_test: int = 10_000, noise: float = 0.2, seed: int = 1234):
     """Chapter-4 recipe (SPEC 4.2, [R]): 1e4 training and 1e4 test points with noise 0.2, the upper moon = class 0;
     every coordinate shifted by ``|min|`` of the training set so all values are >= 0 (about 1.6), and the six fixed
@@ -61,6 +68,34 @@ def semi_supervised_moons(n_train: int = 10_000, n_test: int = 10_000, noise: fl
     """
     xtr, ytr = moons(n_train, noise, seed, upper_label=0)
     xte, yte = moons(n_test, noise, seed + 1, upper_label=0)
-    shift = abs(float(xtr.min()))
+    shift = semi_supervised_shift(n_train, noise, seed)
     return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in
                  (xtr + shift, ytr, xte + shift, yte, SIX_LABELLED_X, SIX_LABELLED_Y))
+
+
+def class_log_densities(x: torch.Tensor, noise: float = 0.2, shift: float = 0.0, n_curve: int = 1000) -> torch.Tensor:
+    """``log p(x | y)`` of the generating process for both moons, shape ``(N, 2)`` (column ``y`` = class ``y`` of
+    :func:`semi_supervised_moons`: 0 the upper moon, 1 the lower one).
+
+    A point of a moon is its centre curve at a uniform ``t`` plus isotropic Gaussian noise, so ``p(x | y)`` is a
+    Gaussian bump averaged over the curve, approximated by ``n_curve`` evenly spaced ``t``. ``shift`` is the offset
+    added to every coordinate (``semi_supervised_moons`` shifts by ``|min|`` of its training set).
+    """
+    if x.dim() != 2 or x.shape[1] != 2:
+        raise ValueError(f"x must have shape (N, 2), got {tuple(x.shape)}")
+    if noise <= 0:
+        raise ValueError(f"noise must be positive, got {noise}")
+    curves = [torch.from_numpy(c).double() + shift for c in tendency_lines(n_curve)]
+    log_norm = math.log(n_curve) + math.log(2 * math.pi * noise**2)
+    columns = []
+    for centre in curves:
+        d2 = torch.cat([torch.cdist(xb.double().cpu(), centre).pow(2) for xb in x.split(2000)])
+        columns.append(torch.logsumexp(-d2 / (2 * noise**2), dim=1) - log_norm)
+    return torch.stack(columns, 1)
+
+
+def bayes_error(x: torch.Tensor, y: torch.Tensor, noise: float = 0.2, shift: float = 0.0) -> float:
+    """Error (%) on ``(x, y)`` of the Bayes classifier of the generating process (equal class sizes): the lowest
+    error any classifier can expect on the half-moons."""
+    pred = class_log_densities(x, noise, shift).argmax(1)
+    return 100.0 * (pred != y.cpu()).double().mean().item()
