@@ -20,6 +20,7 @@ import torch
 from dgmlab.checkpoints import atomic_write_json, load_checkpoint, load_model
 from dgmlab.data import DATASETS, load_data, make_config
 from dgmlab.models import available_models, get_model_class
+from dgmlab.reporting import sessions_of
 from dgmlab.runtime import get_device, machine_description, seed_everything
 from dgmlab.training import TrainConfig, evaluate, fit
 
@@ -182,11 +183,7 @@ def with_sessions(previous: dict | None, session: dict) -> dict:
 
     ``previous`` is the run's earlier ``metrics.json`` (``None`` for a fresh run); one written before sessions were
     recorded counts as a single session. Its ``eval`` record is not carried over: it describes older weights."""
-    sessions = []
-    if previous:
-        sessions = list(previous.get("sessions") or [
-            {key: previous.get(key) for key in ("command", "epochs_done", "device", "machine", "wall_clock_s")}])
-    sessions.append(session)
+    sessions = (sessions_of(previous) if previous else []) + [session]
     return {"command": sessions[0]["command"], "sessions": sessions,
             "wall_clock_s": round(sum(s.get("wall_clock_s") or 0.0 for s in sessions), 2)}
 

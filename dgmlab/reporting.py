@@ -123,6 +123,15 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+SESSION_KEYS = ("command", "epochs_done", "device", "machine", "wall_clock_s")
+
+
+def sessions_of(metrics: dict) -> list[dict]:
+    """The training sessions of a run's ``metrics.json``; a file written before sessions were recorded (or by a run
+    that was never resumed) is one session, described by its top-level fields."""
+    return list(metrics.get("sessions") or [{key: metrics.get(key) for key in SESSION_KEYS}])
+
+
 def run_summary(metrics: dict, key: str = "test_error", thresholds: Iterable[float] = (5.0, 3.0, 2.0)) -> dict:
     """One row describing a CLI run from its ``metrics.json`` dict.
 
@@ -153,9 +162,7 @@ def run_summary(metrics: dict, key: str = "test_error", thresholds: Iterable[flo
         "wall_clock_s": metrics.get("wall_clock_s"),
         "device": metrics.get("device"),
         "machine": metrics.get("machine"),
-        "sessions": metrics.get("sessions") or [{"command": metrics["command"], "epochs_done": len(history),
-                                                 "device": metrics.get("device"), "machine": metrics.get("machine"),
-                                                 "wall_clock_s": metrics.get("wall_clock_s")}],
+        "sessions": sessions_of(metrics),
         "crossings": thresholds_reached(history, thresholds, key),
     }
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dgmlab.checkpoints import atomic_write_json
 from dgmlab.cli import with_sessions
+from dgmlab.reporting import sessions_of
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
@@ -23,7 +24,6 @@ if __name__ == "__main__":
         raise SystemExit(f"{current_path} already lists its sessions")
     if earlier.get("epochs_done", 0) >= current.get("epochs_done", 0):
         raise SystemExit("the earlier metrics must describe fewer epochs than the current ones")
-    session = {key: current[key] for key in ("command", "epochs_done", "device", "machine", "wall_clock_s")}
-    current.update(with_sessions(earlier, session))
+    current.update(with_sessions(earlier, sessions_of(current)[0]))
     atomic_write_json(current_path, current)
     print(json.dumps(current["sessions"], indent=2))
