@@ -79,6 +79,12 @@ def load_checkpoint(path: str | Path, expect: str | None = None) -> dict:
     return state
 
 
+LEGACY_DEFAULTS = {"batch_norm": False}
+"""Values of options that were added after checkpoints had been written: a stored config without the key was
+trained before the option existed, i.e. with the behaviour given here (the semi-supervised models had no batch
+normalisation before it became their default)."""
+
+
 def build_model(name: str, config: dict):
     """Instantiate a registered model from a stored config dict."""
     import dataclasses
@@ -88,6 +94,7 @@ def build_model(name: str, config: dict):
     cls = get_model_class(name)
     names = {f.name for f in dataclasses.fields(cls.Config)}
     cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k in names}
+    cfg.update({k: v for k, v in LEGACY_DEFAULTS.items() if k in names and k not in config})
     return cls(cls.Config(**cfg))
 
 
@@ -100,7 +107,9 @@ def load_model(path: str | Path, expect: str | None = None, device: str | torch.
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: the weights do not fit a {state['model']!r} model with the stored config "
-                              f"({err})") from err
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: the weights do not fit a {state['model']!r} model built from the stored "
+                              f"config ({first}); was it written by another version of dgmlab? Retrain it with "
+                              "`python -m dgmlab train`") from err
     model.history = state.get("history", [])
     return model.to(get_device(device)).eval()

@@ -40,6 +40,20 @@ def _model_help() -> str:
     return "\n".join(lines)
 
 
+def recipes_text() -> str:
+    """Every model's per-dataset recipe, one block per (model, dataset)."""
+    lines = []
+    for name in available_models():
+        cls = get_model_class(name)
+        for data, r in cls.recipes.items():
+            model, train = cls.recipe(data)
+            lines.append(f"  {name} --data {data}: {r.get('source', '')}")
+            if model:
+                lines.append("      model: " + ", ".join(f"{k}={v}" for k, v in model.items()))
+            lines.append("      train: " + ", ".join(f"{k}={v}" for k, v in train.items()))
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     datasets = "\n".join(f"  {k:<10} {v}" for k, v in DATASETS.items())
     parser = argparse.ArgumentParser(
@@ -69,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-test", type=int, default=None, help="use only the first N test points")
     t.add_argument("--max-batches", type=int, default=None, help="cap on batches per epoch")
     t.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs")
+    t.add_argument("--clip-grad-value", type=float, default=None,
+                   help="clip every gradient element to [-v, v] after the norm clip (the authors' code: 1)")
+    t.add_argument("--weight-prior", action=argparse.BooleanOptionalAction, default=None,
+                   help="add a N(0,1) log-prior on the weight matrices, divided by the training-set size")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model option, e.g. --set z_dim=2 --set hidden=(256,256)")
     t.add_argument("--resume", action="store_true", help="continue from DIR/model.pt")
@@ -84,29 +102,70 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo samples")
     e.add_argument("--out", default=None, help="metrics.json to update (default: next to the checkpoint)")
 
-    sub.add_parser("list", help="list the models and datasets")
+    sub.add_parser("list", help="list the models, the datasets and the thesis' recipe for each pair")
     return parser
 
 
-def _parse_overrides(items: list[str]) -> dict:
+def _parse_overrides(items: list[str], config_cls=None) -> dict:
+    """``--set KEY=VALUE`` items -> options. VALUE is a Python literal (``3``, ``0.5``, ``(100,100)``, ``True``,
+    ``None``); a bare word such as ``xzy`` is a string. With ``config_cls``, a value whose type cannot fit the
+    option's default (a string for a number, say) is refused with one line naming the option and the fix."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)} if config_cls else {}
     out = {}
     for item in items:
         if "=" not in item:
             raise SystemExit(f"error: --set expects KEY=VALUE, got {item!r}")
-        key, raw = item.split("=", 1)
+        key, raw = (part.strip() for part in item.split("=", 1))
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
+            if not raw.replace("_", "").replace("-", "").isalnum():
+                raise SystemExit(f"error: cannot parse --set {key}={raw}: write a Python literal, e.g. "
+                                 f"--set hidden=(100,100) or --set beta=0.5") from None
             value = raw
-        out[key.strip()] = value
+        if key in fields:
+            default = fields[key].default
+            numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+            wrong = ((numeric and (isinstance(value, bool) or not isinstance(value, (int, float))))
+                     or (isinstance(default, bool) and not isinstance(value, bool))
+                     or (isinstance(default, tuple) and not isinstance(value, (tuple, list, int))))
+            if wrong:
+                raise SystemExit(f"error: --set {key}={raw} does not fit the option {key} (default {default!r}); "
+                                 f"give a value of that kind")
+            if isinstance(default, tuple) and isinstance(value, int):
+                value = (value,)
+        out[key] = value
     return out
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before any training when the run folder cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise SystemExit(f"error: cannot write to --out {out} ({err.strerror or err}); choose a folder you can "
+                         "write to") from None
 
 
 def _train(args) -> int:
     cls = get_model_class(args.model)
     if args.data not in DATASETS:
         raise ValueError(f"unknown dataset {args.data!r}; available datasets: {', '.join(sorted(DATASETS))}")
-    defaults = dict(getattr(cls, "train_defaults", {}))
+    for flag in ("epochs", "batch_size", "labelled_batch_size", "max_batches", "n_train", "n_test", "iw"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise SystemExit(f"error: --{flag.replace('_', '-')} must be a positive integer, got {value}")
+    if args.lr is not None and not args.lr > 0:
+        raise SystemExit(f"error: --lr must be positive, got {args.lr}")
+    if args.eval_every < 1:
+        raise SystemExit(f"error: --eval-every must be a positive integer, got {args.eval_every}")
+    overrides = _parse_overrides(args.set, cls.Config)
+    recipe_model, defaults = cls.recipe(args.data)
+    out = Path(args.out or f"runs/{args.model}-{args.data}-seed{args.seed}")
+    _check_writable(out)
     trim = args.trim if args.trim is not None else getattr(cls, "trim_mnist", False)
     data_info = {"name": args.data, "labels": args.labels, "seed": args.seed, "trim": bool(trim),
                  "n_train": args.n_train, "n_test": args.n_test}
@@ -114,7 +173,7 @@ def _train(args) -> int:
                      n_train=args.n_train, n_test=args.n_test)
     if cls.setting == "supervised":
         data = data.labelled_only()  # a supervised baseline sees only the labelled points
-    overrides = _parse_overrides(args.set)
+    overrides = {**recipe_model, **overrides}
     if args.iw is not None:
         overrides["iw"] = args.iw
     device = get_device(args.device)
@@ -122,12 +181,12 @@ def _train(args) -> int:
     model = cls(make_config(cls.Config, data, **overrides)).to(device)
 
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "labelled_batch_size": args.labelled_batch_size,
-             "lr": args.lr, "max_batches": args.max_batches}
+             "lr": args.lr, "max_batches": args.max_batches, "clip_grad_value": args.clip_grad_value,
+             "weight_prior": args.weight_prior}
     train_kwargs = {**defaults, **{k: v for k, v in given.items() if v is not None}}
     cfg = TrainConfig(seed=args.seed, eval_every=args.eval_every, progress=False if args.no_progress else None,
                       **train_kwargs)
 
-    out = Path(args.out or f"runs/{args.model}-{args.data}-seed{args.seed}")
     ckpt = out / "model.pt"
     if ckpt.exists():
         if args.fresh:
@@ -234,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"models:\n{_model_help()}\n\ndatasets:")
         for k, v in DATASETS.items():
             print(f"  {k:<10} {v}")
+        print(f"\nrecipes (what `train MODEL --data DATA` uses when no option is given):\n{recipes_text()}")
         return 0
-    except (ValueError, TypeError, RuntimeError) as err:
+    except (ValueError, TypeError, RuntimeError, ArithmeticError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -6,7 +6,8 @@ A head maps a hidden vector to a ``torch.distributions`` object, so that a model
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +37,43 @@ def activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}") from None
 
 
+class BatchNorm(nn.BatchNorm1d):
+    """``BatchNorm1d`` whose running averages can be held still while it keeps normalising with batch statistics.
+
+    The semi-supervised models of chapter 4 send a labelled and an unlabelled batch through the same networks in
+    one training step. Each is normalised with its own statistics, but only the (large, representative) unlabelled
+    batch may move the running averages that test time uses: six labelled half-moons points would otherwise drag
+    them towards three points per moon. :func:`frozen_running_stats` switches the update off.
+    """
+
+    update_running_stats: bool = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and not self.update_running_stats:
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        return super().forward(x)
+
+
+@contextmanager
+def frozen_running_stats(module: nn.Module) -> Iterator[None]:
+    """Within the block, every :class:`BatchNorm` in ``module`` normalises with its batch's own statistics (in
+    training mode) but leaves its running averages and batch counter untouched."""
+    layers = [m for m in module.modules() if isinstance(m, BatchNorm)]
+    before = [m.update_running_stats for m in layers]
+    for m in layers:
+        m.update_running_stats = False
+    try:
+        yield
+    finally:
+        for m, b in zip(layers, before):
+            m.update_running_stats = b
+
+
 class MLP(nn.Sequential):
     """``in_dim -> hidden[0] -> ... -> hidden[-1]`` with an activation after every layer (thesis eq. 2.1-2.3).
 
-    With ``hidden=()`` the MLP is the identity map and ``out_dim == in_dim``.
+    ``batch_norm`` puts a :class:`BatchNorm` between every linear layer and its activation (the authors' code for
+    the auxiliary models). With ``hidden=()`` the MLP is the identity map and ``out_dim == in_dim``.
     """
 
     def __init__(self, in_dim: int, hidden: Sequence[int], act: str = "relu", batch_norm: bool = False):
@@ -48,7 +82,7 @@ class MLP(nn.Sequential):
         for h in hidden:
             layers.append(nn.Linear(d, h))
             if batch_norm:
-                layers.append(nn.BatchNorm1d(h))
+                layers.append(BatchNorm(h))
             layers.append(activation(act))
             d = h
         super().__init__(*layers)

@@ -32,6 +32,9 @@ class TrainConfig:
         lr: Adam learning rate; ``lr_decay`` multiplies it every ``lr_decay_every`` epochs, never below ``lr_floor``.
         seed: seeds the weights, the data order, the binarisation and the Monte Carlo samples.
         clip_grad_norm: clip the global gradient norm (None: off).
+        clip_grad_value: then clip every gradient element to ``[-v, v]`` (None: off; the authors' code uses 1).
+        weight_prior: add ``-log N(W | 0, I) / n_train`` for every weight matrix to the loss (the authors' code;
+            False: off).
         eval_every: evaluate on the test set every this many epochs (and always after the last).
         max_batches: cap on batches per epoch (quick runs).
         progress: tqdm progress bars (None: on unless ``DGMLAB_PROGRESS=0``).
@@ -43,6 +46,8 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     clip_grad_norm: float | None = None
+    clip_grad_value: float | None = None
+    weight_prior: bool = False
     lr_decay: float = 1.0
     lr_decay_every: int = 0
     lr_floor: float = 0.0
@@ -149,13 +154,16 @@ def _train_epoch(model, data, cfg, optimizer, generator, epoch, device, show) ->
         if i >= n_batches:
             break
         out = model.step(batch, epoch)
+        loss = out.loss + (_weight_prior(model, len(data.x_train)) if cfg.weight_prior else 0.0)
         if not torch.isfinite(out.loss):
             raise FloatingPointError(f"the loss became {out.loss.item()} at epoch {epoch + 1}, batch {i + 1}; "
                                      f"lower the learning rate or set clip_grad_norm")
         optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         if cfg.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+        if cfg.clip_grad_value:
+            torch.nn.utils.clip_grad_value_(model.parameters(), cfg.clip_grad_value)
         optimizer.step()
         totals["train_loss"] = totals.get("train_loss", 0.0) + out.loss.item()
         for k, v in out.metrics.items():
@@ -164,6 +172,13 @@ def _train_epoch(model, data, cfg, optimizer, generator, epoch, device, show) ->
         bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
     bar.close()
     return {k: v / n_batches for k, v in totals.items()}
+
+
+def _weight_prior(model: torch.nn.Module, n_train: int) -> torch.Tensor:
+    """``-sum_W log N(W | 0, I) / N`` without the constant: a Gaussian prior on every weight matrix, spread over
+    the ``N`` training points as the per-batch loss is a per-point average."""
+    squares = sum(p.pow(2).sum() for p in model.parameters() if p.dim() >= 2)
+    return 0.5 * squares / n_train
 
 
 def _summary(record: dict) -> str:

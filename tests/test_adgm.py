@@ -19,7 +19,7 @@ def tiny(name: str, aux: str = "zy", **kw):
     cfg = dict(x_dim=5, n_classes=3, likelihood="bernoulli", hidden=(16,), z_dim=2, a_dim=3, fixed_alpha=2.0,
                aux_conditional=aux)
     cfg.update(kw)
-    return cls(cls.Config(**cfg))
+    return cls(cls.Config(**cfg)).eval()  # eval mode: batch normalisation treats every point alone
 
 
 def brute_force_unlabelled(m, x, eps_a, eps_z):
@@ -217,7 +217,7 @@ def test_runs_on_cuda(name):
 
 
 def test_halfmoons_training_lowers_the_test_error():
-    """A short run of the chapter-4 half-moons experiment (SPEC 4.2, six labels) learns a useful classifier."""
+    """A short run of the chapter-4 half-moons experiment (six labels, reproduction notes T4) learns a classifier."""
     from dgmlab.data import iterate_batches, load_data, make_config
 
     data = load_data("halfmoons", labels=6, n_test=1000)

@@ -69,3 +69,67 @@ def test_mnist_labelled_mlp_trains_on_the_labels_only(tmp_path, mnist_available)
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["labels"] == 100 and 0 <= metrics["final"]["test_error"] <= 100
+
+
+def test_halfmoons_recipe_is_the_default_without_any_set(tmp_path):
+    """`train adgm --data halfmoons --labels 6` is the thesis' experiment: 2x100 networks, a = z = 10, batches of
+    100 unlabelled points plus the 6 labelled ones, BN on, 10 epochs (cut to 2 batches here)."""
+    out = tmp_path / "run"
+    assert main(["train", "adgm", "--data", "halfmoons", "--labels", "6", "--max-batches", "2", "--epochs", "1",
+                 "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["hidden"] == [100, 100] and m["config"]["a_dim"] == 10 and m["config"]["z_dim"] == 10
+    assert m["config"]["batch_norm"] is True and m["config"]["likelihood"] == "gaussian"
+    assert m["train_config"]["labelled_batch_size"] == 6 and m["train_config"]["lr"] == 3e-4
+    from dgmlab.models import get_model_class
+
+    model, train = get_model_class("adgm").recipe("halfmoons")
+    assert train["epochs"] == 10 and model == {"hidden": (100, 100), "z_dim": 10, "a_dim": 10}
+    model, train = get_model_class("m2").recipe("mnist")
+    assert model == {} and train["epochs"] == 1000 and train["batch_size"] == 100  # MNIST: the class defaults
+    # a --set still wins over the recipe
+    out2 = tmp_path / "run2"
+    assert main(["train", "m2", "--data", "halfmoons", "--labels", "6", "--max-batches", "1", "--epochs", "1",
+                 "--set", "hidden=(32,)", "--set", "batch_norm=False", "--out", str(out2), "--no-progress"]) == 0
+    m2 = json.loads((out2 / "metrics.json").read_text())
+    assert m2["config"]["hidden"] == [32] and m2["config"]["batch_norm"] is False and m2["config"]["z_dim"] == 10
+
+
+def test_list_shows_every_recipe(capsys):
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    assert "adgm --data halfmoons" in text and "sdgm --data mnist" in text and "a_dim=10" in text
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "0"], "--epochs must be a positive integer"),
+    (["--epochs", "-3"], "--epochs must be a positive integer"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer"),
+    (["--lr", "-0.1"], "--lr must be positive"),
+    (["--set", "hidden=(100,"], "cannot parse --set hidden=(100,"),
+    (["--set", "z_dim=ten"], "does not fit the option z_dim"),
+    (["--set", "beta=[1"], "cannot parse --set beta=[1"),
+    (["--set", "batch_norm=1"], "does not fit the option batch_norm"),
+    (["--set", "nothing"], "--set expects KEY=VALUE"),
+])
+def test_bad_training_options_give_one_clear_line(tmp_path, args, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as err:
+        main(["train", "m2", "--data", "halfmoons", "--labels", "6", "--out", str(out), "--no-progress", *args])
+    text = str(err.value)
+    assert message in text and "\n" not in text
+    assert not (out / "model.pt").exists()  # nothing was trained
+
+
+def test_unwritable_out_fails_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit, match="cannot write to --out"):
+        main(["train", "m2", "--data", "halfmoons", "--labels", "6", "--out", str(blocker / "run"), "--no-progress"])
+
+
+def test_bad_options_from_the_shell_print_one_line(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "dgmlab", "train", "adgm", "--data", "halfmoons", "--labels", "6",
+                          "--epochs", "0", "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    assert res.returncode != 0 and res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
+    assert res.stderr.startswith("error: --epochs")

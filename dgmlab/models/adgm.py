@@ -60,15 +60,21 @@ class ADGMConfig(SemiSupervisedConfig):
         eval_samples: draws of ``a`` averaged for the test error during training (100 for a final number, G10).
         aux_conditional: ``"zy"`` = ``p(a|z,y)`` (benchmark setting) or ``"xzy"`` = ``p(a|x,y,z)`` (SPEC G4).
         auxiliary: ``"stochastic"`` (the ADGM) or ``"deterministic"`` (the A-Fig. 5 ablation).
+        free_bits_a: free bits on the auxiliary variable (Kingma et al. 2016): below this many nats the batch mean
+            of ``KL(a)`` costs nothing in the training objective, so ``a`` can carry that much information for
+            free (0 = off, the thesis). The reported bounds are unchanged.
     """
 
     a_dim: int = 100
     eval_samples: int = 10
     aux_conditional: str = "zy"
     auxiliary: str = "stochastic"
+    free_bits_a: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
+        if not self.free_bits_a >= 0:
+            raise ValueError(f"free_bits_a must be >= 0 nats (0 switches free bits off), got {self.free_bits_a!r}")
         if not isinstance(self.a_dim, int) or self.a_dim < 1:
             raise ValueError(f"a_dim must be a positive integer, got {self.a_dim!r}")
         if self.aux_conditional not in AUX_CONDITIONALS:
@@ -85,6 +91,9 @@ class ADGM(SemiSupervisedModel):
     name = "adgm"
     Config = ADGMConfig
     skip_connection = False  # True for the SDGM: p(x | a, y, z)
+    recipes = {**SemiSupervisedModel.recipes,
+               "halfmoons": {**SemiSupervisedModel.recipes["halfmoons"],
+                             "model": {**SemiSupervisedModel.recipes["halfmoons"]["model"], "a_dim": 10}}}
 
     def __init__(self, config: ADGMConfig):
         super().__init__(config)
@@ -92,17 +101,18 @@ class ADGM(SemiSupervisedModel):
         self.stochastic = c.auxiliary == "stochastic"
         self._check_variant()
         h_last = c.hidden[-1] if c.hidden else c.x_dim
+        act, bn = c.activation, c.batch_norm
         if self.stochastic:
-            self.q_a = dnn.gaussian(c.x_dim, c.hidden, c.a_dim, "logvar", c.activation)  # q(a|x)      A(7)
+            self.q_a = dnn.gaussian(c.x_dim, c.hidden, c.a_dim, "logvar", act, bn)  # q(a|x)      A(7)
         else:
-            self.a_net = dnn.Conditional(c.x_dim, c.hidden, nn.Linear(h_last, c.a_dim), c.activation)  # a = f(x)
-        self.q_y = dnn.categorical(c.a_dim + c.x_dim, c.hidden, n_classes, c.activation)  # q(y|a,x)  A(8)
-        self.q_z = dnn.gaussian(c.a_dim + n_classes + c.x_dim, c.hidden, c.z_dim, "logvar", c.activation)  # A(9)
+            self.a_net = dnn.Conditional(c.x_dim, c.hidden, nn.Linear(h_last, c.a_dim), act, bn)  # a = f(x)
+        self.q_y = dnn.categorical(c.a_dim + c.x_dim, c.hidden, n_classes, act, bn)  # q(y|a,x)  A(8)
+        self.q_z = dnn.gaussian(c.a_dim + n_classes + c.x_dim, c.hidden, c.z_dim, "logvar", act, bn)  # A(9)
         if self.stochastic:
             p_a_in = c.z_dim + n_classes + (c.x_dim if c.aux_conditional == "xzy" else 0)
-            self.p_a = dnn.gaussian(p_a_in, c.hidden, c.a_dim, "logvar", c.activation)  # p(a|z,y) / p(a|x,y,z) A(5)
+            self.p_a = dnn.gaussian(p_a_in, c.hidden, c.a_dim, "logvar", act, bn)  # p(a|z,y) / p(a|x,y,z) A(5)
         p_x_in = c.z_dim + n_classes + (c.a_dim if self.skip_connection else 0)
-        self.p_x = dnn.likelihood(c.likelihood, p_x_in, c.hidden, c.x_dim, c.activation)  # p(x|y,z) A(6)
+        self.p_x = dnn.likelihood(c.likelihood, p_x_in, c.hidden, c.x_dim, act, bn)  # p(x|y,z) A(6)
         glorot_init(self)
 
     def _check_variant(self) -> None:
@@ -157,6 +167,13 @@ class ADGM(SemiSupervisedModel):
         return terms
 
     # ---------------------------------------------------------------------------------------------- bounds
+    def _free_bits(self, bound: Bound) -> torch.Tensor | float:
+        """``mean KL(a) - max(mean KL(a), free_bits_a)``: cancels the pull of ``KL(a)`` while it is below the floor."""
+        if not self.config.free_bits_a or not self.stochastic:
+            return 0.0
+        kl_a = bound.terms["kl_a"].mean()
+        return kl_a - torch.clamp(kl_a, min=self.config.free_bits_a)
+
     def _labelled(self, x, y, samples, noise) -> Bound:
         """ELBO_l (4.22), A(10), with one ``z`` per sample of ``a``."""
         noise = noise or {}

@@ -1,5 +1,5 @@
 """The auxiliary variational auto-encoder (AVAE), unsupervised (thesis section 4.2, eqs. 4.12-4.17; Appendix A
-section 2.2, eq. 2; SPEC 2.6).
+section 2.2, eq. 2; reproduction notes rn-avae).
 
 Generative model (4.12)-(4.13): the VAE's ``p(x, z)`` extended by an auxiliary ``a`` that leaves it unchanged when
 ``a`` is integrated out::
@@ -12,7 +12,7 @@ Inference model (4.14)-(4.15)::
 
 so that the marginal ``q(z|x) = int q(z|a,x) q(a|x) da`` is a continuous mixture of Gaussians, no longer Gaussian.
 
-Bound, A(2) (every term Monte Carlo at the sampled ``a, z``; SPEC G15)::
+Bound, A(2) (every term Monte Carlo at the sampled ``a, z``; reproduction notes G15)::
 
     log p(x) >= E_q(a,z|x) [ log p(x|z) + log p(z) + log p(a|z,x) - log q(a|x) - log q(z|a,x) ]
              =  E[log p(x|z)] - KL_z - KL_a,    KL_z = E[log q(z|a,x) - log p(z)],  KL_a = E[log q(a|x) - log p(a|z,x)]
@@ -21,9 +21,9 @@ If ``p(a|z,x) = p(a)`` the auxiliary variable decouples and the model is a plain
 thesis uses a KL temperature (warm-up, eq. 5.5) from 0 to 1 over the first 200 epochs to keep ``a`` active, and that
 is the default here (``warmup_epochs=200``; it multiplies both KL terms, never ``log p(x|z)``).
 
-This is the one-layer teaching model with ``p(a|z,x)`` (SPEC G6); ``aux_conditional="z"`` drops ``x`` from it.
-Sizes follow the LVAE settings the thesis copies (SPEC 2.6, gaps [X]): 512-512 leaky-ReLU networks, 64-d ``z`` and
-``a``.
+This is the one-layer teaching model with ``p(a|z,x)`` (reproduction notes G6); ``aux_conditional="z"`` drops ``x``
+from it. Sizes follow the LVAE settings the thesis copies and, where it gives none, our choice (reproduction notes
+rn-avae): 512-512 leaky-ReLU networks, 64-d ``z`` and ``a``.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class AVAE(Model):
     name = "avae"
     setting = "unsupervised"
     Config = AVAEConfig
-    train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 256}  # LVAE settings (SPEC 2.9)
+    train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 256}  # ladder-VAE settings (reproduction notes rn-avae)
 
     def __init__(self, config: AVAEConfig):
         super().__init__(config)
@@ -163,6 +163,7 @@ class AVAE(Model):
         sums: dict[str, float] = {}
         for xb in x.split(batch_size):
             for k, v in self.bound(xb, 1).items():
+                k = "recon" if k == "log_px" else k  # E_q[log p(x|z)] is a reconstruction term, not log p(x)
                 sums[f"test_{k}"] = sums.get(f"test_{k}", 0.0) + v.sum().item()
         units = self.kl_per_unit(x, batch_size)
         self.train(was_training)

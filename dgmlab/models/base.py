@@ -9,7 +9,8 @@ config dataclass. The training loop only ever calls:
 
 A batch is a dict of tensors on the model's device. Keys by setting:
 ``{"x", "y"}`` supervised; ``{"x"}`` unsupervised; ``{"x_u", "x_l", "y_l"}`` semi-supervised
-(the thesis' labelled-batch scheme, SPEC 2.7: every batch holds unlabelled points plus the same labelled points).
+(the thesis' labelled-batch scheme, reproduction notes rn-semi-batches: every batch holds unlabelled points plus the
+same labelled points).
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ class Model(nn.Module):
     name: ClassVar[str] = ""
     setting: ClassVar[str] = "unsupervised"
     Config: ClassVar[type]
+    train_defaults: ClassVar[dict] = {}
+    recipes: ClassVar[dict[str, dict]] = {}
+    """Per dataset, the thesis' experiment: ``{"halfmoons": {"model": {...}, "train": {...}, "source": "..."}}``.
+    ``python -m dgmlab train NAME --data DATA`` uses it without any ``--set``; ``python -m dgmlab list`` prints it."""
+
+    @classmethod
+    def recipe(cls, dataset: str) -> tuple[dict, dict]:
+        """``(model options, training options)`` of the thesis' recipe for ``dataset``: the model's training
+        defaults, then what the dataset's experiment changes. Unknown datasets get the defaults alone."""
+        r = cls.recipes.get(dataset, {})
+        return dict(r.get("model", {})), {**cls.train_defaults, **r.get("train", {})}
 
     def __init__(self, config):
         super().__init__()

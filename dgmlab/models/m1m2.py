@@ -61,16 +61,19 @@ class M1M2(SemiSupervisedModel):
 
     name = "m1m2"
     Config = M1M2Config
+    recipes = {"mnist": {"model": {}, "train": {"epochs": 1000},
+                         "source": "thesis 4.1 (Kingma et al. 2014): an M2 on the latent samples of a VAE; sizes "
+                                   "from Kingma et al., as the thesis gives none"}}
 
     def __init__(self, config: M1M2Config):
         super().__init__(config)
         c = config
         self.m1 = VAE(VAEConfig(x_dim=c.x_dim, z_dim=c.m1_z_dim, hidden=c.m1_hidden, activation=c.m1_activation,
-                                likelihood=c.likelihood, eval_iw=0))
+                                likelihood=c.likelihood, eval_iw=0, batch_norm=c.batch_norm))
         self.m2 = M2(M2Config(x_dim=c.m1_z_dim, n_classes=c.n_classes, likelihood="gaussian", hidden=c.hidden,
                               z_dim=c.z_dim, n_train=c.n_train, n_labelled=c.n_labelled, beta=c.beta,
                               fixed_alpha=c.fixed_alpha, mc_samples=c.mc_samples, warmup_epochs=c.warmup_epochs,
-                              activation=c.activation, ce=c.ce))
+                              activation=c.activation, ce=c.ce, batch_norm=c.batch_norm))
 
     def stage(self, epoch: int) -> int:
         """1 while M1 trains, 2 afterwards."""

@@ -1,4 +1,5 @@
-"""The variational auto-encoder (thesis section 3.2.2, SPEC 2.1) and the importance-weighted auto-encoder (SPEC 2.2).
+"""The variational auto-encoder (thesis section 3.2.2) and the importance-weighted auto-encoder
+(reproduction notes rn-vae-settings, rn-iwae-settings).
 
 Generative model (3.22)-(3.24)::
 
@@ -9,7 +10,7 @@ Inference model (3.25)-(3.29): ``q(z|x) = N(z | mu(x), sigma^2(x))`` with an MLP
 
 Bounds on ``log p(x)``:
 
-* the ELBO (3.11)/(3.30): ``L(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z))``, KL analytic (SPEC G15);
+* the ELBO (3.11)/(3.30): ``L(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z))``, KL analytic (reproduction notes G15);
 * the importance-weighted bound (3.31): ``L_K(x) = E[log (1/K) sum_k p(x, z_k) / q(z_k|x)]``; ``L_1`` is the ELBO,
   ``L_K`` grows with ``K``, and ``L_5000`` is the thesis' test log-likelihood.
 
@@ -124,7 +125,8 @@ class LatentVariableModel(Model):
 
     def log_likelihood(self, x: torch.Tensor, k: int = 5000, chunk: int = 500,
                        batch_size: int | None = None) -> torch.Tensor:
-        """``log p(x) ~= L_k(x)``, the thesis' test log-likelihood with ``k = 5000`` (SPEC 2.2), per data point.
+        """``log p(x) ~= L_k(x)``, the thesis' test log-likelihood with ``k = 5000``, per data point (reproduction
+        notes rn-iw-evaluation).
 
         Memory-bounded: ``q(z|x)`` is computed once per batch of ``batch_size`` points, then ``chunk`` importance
         samples at a time are drawn and folded into a running logsumexp, so at most ``chunk * batch_size`` samples
@@ -206,15 +208,17 @@ def _check_k(k: int, what: str = "the number of importance samples k") -> None:
 
 @dataclass
 class VAEConfig:
-    """Options of the VAE (SPEC 2.1). ``x_dim`` and ``likelihood`` come from the data via ``make_config``.
+    """Options of the VAE (reproduction notes rn-vae-settings). ``x_dim`` and ``likelihood`` come from the data via
+    ``make_config``.
 
     Attributes:
         x_dim: input dimension.
         z_dim: latent units.
-        hidden: widths of the encoder MLP; the decoder mirrors them (SPEC 2.9 uses leaky ReLU, so do we).
+        hidden: widths of the encoder MLP; the decoder mirrors them (leaky ReLU as in the ladder VAE's MNIST runs).
         activation: nonlinearity ``f`` of (3.27).
         likelihood: ``bernoulli`` (binary x) or ``gaussian`` (continuous x), (3.24).
-        variance: parameterisation of ``sigma(x)`` in ``q(z|x)``: ``softplus_std`` is (3.29); see SPEC 0.3.
+        variance: parameterisation of ``sigma(x)`` in ``q(z|x)``: ``softplus_std`` is (3.29); see reproduction notes
+            rn-gaussian-heads.
         iw: importance samples of the training bound (1 = ELBO, the VAE; > 1 = IWAE).
         mc: Monte Carlo samples of the training bound (averaged outside the log).
         warmup_epochs: KL temperature from 0 to 1 linearly over this many epochs (5.5); 0 = no warm-up.
@@ -346,7 +350,8 @@ class VAE(LatentVariableModel):
 
 @dataclass
 class IWAEConfig(VAEConfig):
-    """The VAE's options with ``iw`` importance samples in the training bound (SPEC 2.2: 1, 10 or 50)."""
+    """The VAE's options with ``iw`` importance samples in the training bound (the thesis' tables: 1, 10 or 50;
+    reproduction notes rn-iwae-settings)."""
 
     iw: int = 10
 
