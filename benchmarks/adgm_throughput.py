@@ -1,4 +1,4 @@
-"""ADGM training throughput and half-moons time-to-accuracy (thesis section 4.2; SPEC 2.7, 4.2).
+"""ADGM training throughput and half-moons time-to-accuracy (thesis section 4.2; reproduction notes rn-adgm, T4).
 
 Default mode: training steps per second of the ADGM (and its relatives) with the thesis' MNIST architecture --
 ``x`` 444 inputs, every network 500-500 ReLU, ``a`` and ``z`` 100-d, batches of 100 unlabelled + 100 labelled points,
@@ -6,10 +6,10 @@ the 10 classes summed out -- on synthetic binary inputs (the cost does not depen
 counts unlabelled plus labelled examples. For comparison it also times the unlabelled bound computed with a Python
 loop over the classes instead of the one batched pass over the class-tiled batch (thesis section 4.2, remarks).
 
-``--halfmoons``: wall-clock time and epochs for the half-moons ADGM (SPEC 4.2: hidden 100-100, ``a = z = 10``,
-Adam 3e-4, batches of 100 unlabelled + the 6 labelled points) to reach a test error of at most ``--target`` percent
-(by default the Bayes error of the test set plus one point: with noise 0.2 the moons overlap, so 1 % is impossible),
-evaluated after every epoch on the 10 000 test points; the run is capped at ``--max-epochs``.
+``--halfmoons``: wall-clock time and epochs for the half-moons ADGM (reproduction notes T4: hidden 100-100,
+``a = z = 10``, Adam 3e-4, batches of 100 unlabelled + the 6 labelled points) to reach a test error of at most
+``--target`` percent (by default the Bayes error of the test set plus one point: with noise 0.2 the moons overlap, so
+1 % is impossible), evaluated after every epoch on the 10 000 test points; the run is capped at ``--max-epochs``.
 
     python benchmarks/adgm_throughput.py                 # markdown table
     python benchmarks/adgm_throughput.py --json          # the same numbers as JSON

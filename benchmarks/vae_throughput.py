@@ -1,4 +1,5 @@
-"""VAE training throughput: examples per second for the 784-500-500-50 VAE of chapter 3 (SPEC 2.1).
+"""VAE training throughput: examples per second for the 784-500-500-50 VAE of chapter 3 (reproduction notes
+rn-vae-settings).
 
 Encoder 784-500-500 -> z 50, mirrored decoder 50-500-500-784 (Bernoulli), Adam, batch 100 by default. A few warm-up
 steps are discarded, then ``--steps`` optimisation steps (forward, backward, Adam update) are timed.

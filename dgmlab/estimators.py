@@ -1,4 +1,5 @@
-"""Monte Carlo gradient estimators for ``grad_phi E_{q_phi(z)}[f(z)]`` (thesis section 3.2.1-3.2.2, SPEC Ch. 3).
+"""Monte Carlo gradient estimators for ``grad_phi E_{q_phi(z)}[f(z)]`` (thesis section 3.2.1-3.2.2; reproduction
+notes rn-gradient-variance).
 
 Book section 3.2 (``book/ch03_generative_models/gradient_estimators.ipynb``) derives and compares them:
 

@@ -1,4 +1,4 @@
-"""Network building blocks shared by every model: MLPs and the stochastic heads of SPEC section 0.3.
+"""Network building blocks shared by every model: MLPs and the stochastic heads (reproduction notes rn-building-blocks).
 
 A head maps a hidden vector to a ``torch.distributions`` object, so that a model file reads like the math:
 ``q_z = self.q_z_given_x(x)`` is a distribution with ``.rsample()`` and ``.log_prob()``.
@@ -69,6 +69,21 @@ def frozen_running_stats(module: nn.Module) -> Iterator[None]:
             m.update_running_stats = b
 
 
+@contextmanager
+def running_stats_mode(module: nn.Module) -> Iterator[None]:
+    """Within the block, every :class:`BatchNorm` in ``module`` normalises with its running averages, as at test
+    time, while the rest of the module stays in training mode (an ablation of the labelled pass)."""
+    layers = [m for m in module.modules() if isinstance(m, BatchNorm)]
+    before = [m.training for m in layers]
+    for m in layers:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, b in zip(layers, before):
+            m.train(b)
+
+
 class MLP(nn.Sequential):
     """``in_dim -> hidden[0] -> ... -> hidden[-1]`` with an activation after every layer (thesis eq. 2.1-2.3).
 
@@ -91,7 +106,7 @@ class MLP(nn.Sequential):
 
 def concat(*inputs: torch.Tensor) -> torch.Tensor:
     """Concatenate inputs along the last axis, broadcasting leading (sample) axes; a multi-input network's first
-    layer is then a linear map of the concatenation (equal to the sum of per-input projections, SPEC 2.7)."""
+    layer is then a linear map of the concatenation (equal to the sum of per-input projections, reproduction notes rn-multi-input)."""
     shape = torch.broadcast_shapes(*(t.shape[:-1] for t in inputs))
     return torch.cat([t.expand(*shape, t.shape[-1]) for t in inputs], dim=-1)
 
@@ -99,7 +114,7 @@ def concat(*inputs: torch.Tensor) -> torch.Tensor:
 class GaussianHead(nn.Module):
     """Hidden vector -> diagonal Gaussian ``N(mu, diag sigma^2)`` (an ``Independent(Normal)`` over the last axis).
 
-    ``variance`` picks one of the parameterisations of SPEC 0.3: ``logvar`` (ADGM, A eq. 16), ``softplus_var``
+    ``variance`` picks one of the parameterisations of reproduction notes rn-gaussian-heads: ``logvar`` (ADGM, A eq. 16), ``softplus_var``
     (LVAE, B eq. 12), ``softplus_std`` (thesis VAE encoder, eq. 3.29) or ``logstd`` (CaGeM). Each has a floor so that
     the variance never reaches zero.
     """

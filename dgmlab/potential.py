@@ -2,13 +2,14 @@
 
 There is no data here. The target is an unnormalised density ``f(z) = exp(-U(z))`` over ``z`` in the plane, and a
 variational family is fitted by maximising a lower bound on its log normaliser ``log Z`` (thesis eqs. 4.16-4.19,
-SPEC 4.3):
+reproduction notes T3):
 
 * plain Gaussian ``q(z) = N(m, diag s^2)`` (the VAE-style fit, eq. 4.17 with ``a`` unused)::
 
       log Z >= E_q(z)[ -U(z) - log q(z) ]
 
-* auxiliary model, ``q(a, z) = q(a) q(z|a)`` and ``p(a, z) = p(z) p(a|z)`` (eq. 4.19 with the sign of SPEC item T2)::
+* auxiliary model, ``q(a, z) = q(a) q(z|a)`` and ``p(a, z) = p(z) p(a|z)`` (eq. 4.19 with the sign of reproduction
+  notes T2)::
 
       log Z >= E_q(a) q(z|a)[ -U(z) + log p(a|z) - log q(a) - log q(z|a) ]
 
@@ -18,7 +19,7 @@ The gap of either bound is a KL divergence: ``log Z - bound = KL(q(z) || p(z))``
 ``KL(q(z) || p(z)) + E_q(z) KL(q(a|z) || p(a|z))`` for the auxiliary model, so ``exact_log_z`` (grid quadrature) lets
 us read off how far each fit is from the truth.
 
-Two readings of the energy (SPEC section 7, item T2):
+Two readings of the energy (reproduction notes T2):
 
 * ``"ring"`` (default, our choice):
   ``U(z) = 1/2 ((||z||_2 - 2)/0.4)^2 - log(e^{-1/2 ((z2-2)/0.6)^2} + e^{-1/2 ((z2+2)/0.6)^2})``,
@@ -77,7 +78,7 @@ def energy(z: torch.Tensor, reading: Reading = "ring") -> torch.Tensor:
     """The energy ``U(z)`` of thesis eq. (4.18), one value per point; ``z`` has shape ``(..., 2)``.
 
     ``reading="ring"`` uses the Euclidean norm of the whole vector in the first term (two modes near ``(0, +-2)``);
-    ``reading="literal"`` uses ``|z_1|`` as printed (four modes at ``(+-2, +-2)``). See SPEC item T2.
+    ``reading="literal"`` uses ``|z_1|`` as printed (four modes at ``(+-2, +-2)``). See reproduction notes T2.
     """
     _check_z(z)
     z1, z2 = z[..., 0], z[..., 1]
@@ -187,7 +188,7 @@ class GaussianQConfig:
 
 @dataclass
 class AuxiliaryQConfig:
-    """The auxiliary family of eq. (4.19) and SPEC 4.3 / item T3: ``dim(a) = 4``, ``dim(z) = 2``, 3 x 20 ReLU."""
+    """The auxiliary family of eq. (4.19) and reproduction notes T3: ``dim(a) = 4``, ``dim(z) = 2``, 3 x 20 ReLU."""
 
     dim_z: int = 2
     dim_a: int = 4
@@ -249,7 +250,7 @@ class GaussianQ(nn.Module):
 class AuxiliaryQ(nn.Module):
     """``q(a, z) = q(a) q(z|a)`` with the auxiliary generative factor ``p(a|z)`` (thesis eqs. 4.16 and 4.19).
 
-    * ``q(a) = N(a | m_a, diag s_a^2)``: free parameters, no input (SPEC item T3);
+    * ``q(a) = N(a | m_a, diag s_a^2)``: free parameters, no input (reproduction notes T3);
     * ``q(z|a) = N(z | mu_{z,phi}(a), sigma^2_{z,phi}(a))``: MLP 3 x 20 ReLU with mu / log-variance heads;
     * ``p(a|z) = N(a | mu_{a,theta}(z), sigma^2_{a,theta}(z))``: the same architecture (eq. 4.13 without ``x``).
 
@@ -398,10 +399,10 @@ def mode_coverage(z: torch.Tensor, target: Potential, radius: float = 1.0, relat
 
 @dataclass
 class PotentialTrainConfig:
-    """How to fit a family to the potential (SPEC 4.3 recipe; the thesis gives only Adam with lr 3e-4).
+    """How to fit a family to the potential (reproduction notes T3; the thesis gives only Adam with lr 3e-4).
 
     ``anneal_steps > 0`` multiplies the ``-U`` term by ``beta`` rising linearly from ``anneal_from`` to 1 over the
-    first ``anneal_steps`` steps (a broad q first, then the energy takes over; SPEC 4.3 recipe).
+    first ``anneal_steps`` steps (a broad q first, then the energy takes over).
 
     ``warmup_steps > 0`` multiplies the auxiliary KL ``log q(a) - log p(a|z)`` by a temperature ``T`` moving
     linearly from ``warmup_from`` to 1 over the first ``warmup_steps`` steps (only the auxiliary family has this

@@ -2,7 +2,7 @@
 
 Every number the book reports about a training run is derived here from the per-epoch history that ``fit`` returns
 (and that ``python -m dgmlab train`` stores in ``metrics.json``), never typed in by hand. Chapter 4 uses it for the
-learning curves and for the comparison with the thesis' Table 4.1 (Maaløe, 2018, §4.2; SPEC 6.1).
+learning curves and for the comparison with the thesis' Table 4.1 (Maaløe, 2018, §4.2).
 
 A *history* is a list of per-epoch dicts with at least ``"epoch"`` and ``"time_s"`` (cumulative training seconds) and,
 on the epochs that were evaluated, a metric such as ``"test_error"`` (in %).
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 THESIS_TABLE_4_1: dict[str, dict[str, str]] = {
-    # Maaløe (2018), Table 4.1 (= Appendix A, Table 2, plus the M2 row); SPEC 6.1. Test error in %, quoted verbatim.
+    # Maaløe (2018), Table 4.1 (= Appendix A, Table 2, plus the M2 row). Test error in %, quoted verbatim.
     # M1+TSVM, M2, M1+M2 from Kingma et al. (2014), VAT from Miyato et al. (2015), Ladder from Rasmus et al. (2015).
     "M1+TSVM": {"MNIST 100": "11.82 (±0.25)", "SVHN 1000": "55.33 (±0.11)", "NORB 1000": "18.79 (±0.05)"},
     "M2": {"MNIST 100": "11.97 (±1.71)", "SVHN 1000": "–", "NORB 1000": "–"},
@@ -188,3 +188,47 @@ def results_rows(runs: dict[str, dict], key: str = "test_error", thresholds: Ite
         row.update({"seed": s["seed"], "device": s["device"]})
         rows.append(row)
     return rows
+
+
+def seed_summary(runs: Sequence[dict], key: str = "test_error") -> dict:
+    """Mean and spread of the final ``key`` over runs that differ only by their seed (``metrics.json`` dicts).
+
+    Returns ``{"runs", "seeds", "values", "mean", "std", "min", "max", "epochs", "mean_time_s"}``; ``std`` is the
+    sample standard deviation (``n - 1``), 0 for a single run. Runs with different epochs are refused, since their
+    final values would not be comparable."""
+    if not runs:
+        raise ValueError("seed_summary needs at least one run")
+    epochs = {len(r["history"]) for r in runs}
+    if len(epochs) != 1:
+        raise ValueError(f"the runs have different lengths ({sorted(epochs)} epochs); compare runs of equal length")
+    values = [float(r["final"][key]) for r in runs]
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return {"runs": n, "seeds": [r["seed"] for r in runs], "values": values, "mean": mean, "std": std,
+            "min": min(values), "max": max(values), "epochs": epochs.pop(),
+            "mean_time_s": sum(r["train_time_s"] for r in runs) / n}
+
+
+VERDICTS = ("reproduced", "partly", "not yet")
+
+
+def verdict(ours: float, thesis: float, spread: float = 0.0, claim_holds: bool | None = None,
+            tolerance: float = 0.5) -> str:
+    """A verdict on one thesis number (errors in %, lower is better).
+
+    ``reproduced`` when ours is at most ``thesis + max(2 * spread, tolerance)``, i.e. within twice the thesis' own
+    spread over runs or half a percentage point, whichever is larger; otherwise ``partly`` when the qualitative claim
+    that goes with the number holds in our runs (``claim_holds``, e.g. "the ADGM is ahead of M2 at equal epochs"),
+    and ``not yet`` when it does not or was not checked."""
+    if ours <= thesis + max(2 * spread, tolerance):
+        return "reproduced"
+    return "partly" if claim_holds else "not yet"
+
+
+def thesis_number(cell: str) -> tuple[float, float]:
+    """``"0.96 (±0.02)"`` -> ``(0.96, 0.02)``; ``"2.12"`` -> ``(2.12, 0.0)``, as printed in Table 4.1."""
+    parts = cell.replace("(", " ").replace(")", " ").replace("±", " ").split()
+    if not parts or parts[0] in ("–", "-"):
+        raise ValueError(f"no number in the table cell {cell!r}")
+    return float(parts[0]), float(parts[1]) if len(parts) > 1 else 0.0

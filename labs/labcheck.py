@@ -706,7 +706,7 @@ def check_vae_loss(vae_loss: Callable, seed: int = 0) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Lab 3: the M2 bounds (thesis eqs. 4.7-4.11, SPEC 2.4)
+# Lab 3: the M2 bounds (thesis eqs. 4.7-4.11; reproduction notes rn-m2, G14)
 # ----------------------------------------------------------------------------------------------------------------------
 
 class TinyM2(nn.Module):
@@ -887,7 +887,7 @@ def check_hand_computed_case(unlabelled_bound: Callable) -> float:
 
 @_keeps_rng
 def check_m2_loss(m2_loss: Callable, seed: int = 0) -> None:
-    """Exercise 3c: ``loss = -( mean_l[ELBO_l - alpha CE] + mean_u[U] )`` (eqs. 4.10-4.11, SPEC 0.2 and 2.7)."""
+    """Exercise 3c: ``loss = -( mean_l[ELBO_l - alpha CE] + mean_u[U] )`` (eqs. 4.10-4.11; reproduction notes G9)."""
     __tracebackhide__ = True
     ex = "3c"
     model = _deterministic_m2(seed)
@@ -922,7 +922,7 @@ def check_m2_loss(m2_loss: Callable, seed: int = 0) -> None:
 
 @_keeps_rng
 def check_alpha(alpha_weight: Callable) -> None:
-    """Exercise 3d: ``alpha = beta * N / N_l`` (A eq. after (12), SPEC 2.7)."""
+    """Exercise 3d: ``alpha = beta * N / N_l`` (A eq. after (12); reproduction notes G9)."""
     __tracebackhide__ = True
     ex = "3d"
     for beta, n_total, n_l in [(0.1, 60000, 100), (1.0, 1000, 10), (0.5, 10000, 6)]:

@@ -56,7 +56,7 @@ END = re.compile(r"^[ \t]*### END SOLUTION\s*$")
 HINT = re.compile(r"^[ \t]*### HINT:\s?(?P<text>.*?)\s*$")
 CHECK = re.compile(r"^### CHECK (?P<id>[A-Za-z0-9_.-]+)\s*:?\s*(?P<title>.*?)\s*$")
 DEFAULT_HINT = "see the exercise text above"
-KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+KERNEL_INFO = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
 class LabFormatError(ValueError):
@@ -215,7 +215,7 @@ def render(lab: Lab, version: str) -> Notebook:
                 cell["attachments"] = src_cell["attachments"]
         cells.append(cell)
     return {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
-            "metadata": {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"},
+            "metadata": {"kernelspec": dict(KERNEL_INFO), "language_info": {"name": "python"},
                          "dgmlab": {"lab": lab.name, "version": version}}}
 
 
@@ -362,7 +362,7 @@ def prepare_submission(sub: Notebook, lab: Lab) -> tuple[Notebook, set[str]]:
     """The submission with every check cell restored to the instructor's version; also the ids that were found."""
     reference = {cell_check_id(c): c for c in render(lab, "solution")["cells"] if cell_check_id(c)}
     sub = copy.deepcopy(sub)
-    sub.setdefault("metadata", {})["kernelspec"] = dict(KERNELSPEC)
+    sub.setdefault("metadata", {})["kernelspec"] = dict(KERNEL_INFO)
     found = set()
     for cell in sub["cells"]:
         cid = cell_check_id(cell)

@@ -146,3 +146,22 @@ def test_free_bits_cancel_the_pull_of_a_small_kl_a():
     assert tiny("adgm")._free_bits(bound) == 0.0
     with pytest.raises(ValueError, match="free_bits_a"):
         tiny("adgm", free_bits_a=-1.0)
+
+
+def test_labelled_pass_with_running_averages_is_the_eval_mode_bound():
+    """The ablation ``bn_labelled='running'``: the labelled pass inside a training step sees the running averages,
+    so its bound equals the eval-mode bound for the same noise; the default differs (batch statistics)."""
+    m = tiny("m2", bn_labelled="running").train()
+    for _ in range(2):
+        m.step(batch(), epoch=0)
+    b = batch()
+    eps = {"z": torch.randn(1, len(b["x_l"]), 2)}
+    from dgmlab.nn import running_stats_mode
+
+    with running_stats_mode(m):
+        inside = m.labelled_bound(b["x_l"], b["y_l"], noise=eps).value
+    assert all(l.training for l in m.modules() if isinstance(l, BatchNorm))  # restored
+    expected = m.eval().labelled_bound(b["x_l"], b["y_l"], noise=eps).value
+    torch.testing.assert_close(inside, expected)
+    with pytest.raises(ValueError, match="bn_labelled"):
+        tiny("m2", bn_labelled="other")

@@ -152,5 +152,8 @@ def test_halfmoons_class_densities_integrate_to_one_and_give_the_bayes_error():
     floor = bayes_error(x_test, y_test, noise=0.2, shift=shift)
     assert 1.0 < floor < 6.0  # the moons overlap a little at noise 0.2
     assert bayes_error(x_test, 1 - y_test, noise=0.2, shift=shift) == pytest.approx(100 - floor)
+    from dgmlab.data.halfmoons import bayes_error_of_test_set
+
+    assert bayes_error_of_test_set() == pytest.approx(floor)
     with pytest.raises(ValueError, match="shape"):
         class_log_densities(torch.zeros(3, 3))

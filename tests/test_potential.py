@@ -1,4 +1,4 @@
-"""The 2-D potential of thesis Fig. 4.4 (SPEC 4.3, item T2): energy, exact log Z, bounds, training, mode coverage."""
+"""The 2-D potential of thesis Fig. 4.4 (reproduction notes T2, T3): energy, exact log Z, bounds, training, modes."""
 
 import math
 

@@ -93,3 +93,32 @@ def test_run_summary_and_rows_from_metrics_json(tmp_path):
 def test_thesis_table_has_the_mnist_column_for_every_row():
     assert set(THESIS_TABLE_4_1) >= {"M2", "M1+M2", "ADGM", "SDGM"}
     assert all("MNIST 100" in v for v in THESIS_TABLE_4_1.values())
+
+
+def test_seed_summary_mean_and_sample_std():
+    from dgmlab.reporting import seed_summary
+
+    runs = [{"seed": s, "history": [{}] * 10, "final": {"test_error": e}, "train_time_s": 60.0}
+            for s, e in zip((1, 2, 3), (3.0, 4.0, 5.0))]
+    out = seed_summary(runs)
+    assert out["mean"] == pytest.approx(4.0) and out["std"] == pytest.approx(1.0)
+    assert out["seeds"] == [1, 2, 3] and out["min"] == 3.0 and out["max"] == 5.0 and out["epochs"] == 10
+    assert seed_summary(runs[:1])["std"] == 0.0
+    with pytest.raises(ValueError, match="different lengths"):
+        seed_summary(runs + [{"seed": 4, "history": [{}] * 3, "final": {"test_error": 1.0}, "train_time_s": 1.0}])
+    with pytest.raises(ValueError, match="at least one"):
+        seed_summary([])
+
+
+def test_verdict_rules():
+    from dgmlab.reporting import thesis_number, verdict
+
+    assert thesis_number("0.96 (±0.02)") == (0.96, 0.02) and thesis_number("2.12") == (2.12, 0.0)
+    with pytest.raises(ValueError):
+        thesis_number("–")
+    assert verdict(1.2, 0.96, 0.02) == "reproduced"  # within half a point
+    assert verdict(12.0, 11.97, 1.71) == "reproduced"
+    assert verdict(15.0, 11.97, 1.71) == "reproduced"  # within twice the spread (3.42)
+    assert verdict(8.0, 0.96, 0.02, claim_holds=True) == "partly"
+    assert verdict(8.0, 0.96, 0.02, claim_holds=False) == "not yet"
+    assert verdict(8.0, 0.96, 0.02) == "not yet"

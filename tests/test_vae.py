@@ -1,4 +1,5 @@
-"""The VAE and IWAE of chapter 3 (thesis eqs. 3.19-3.31, SPEC 2.1-2.2): shapes, bounds, training, devices, errors."""
+"""The VAE and IWAE of chapter 3 (thesis eqs. 3.19-3.31; reproduction notes rn-vae-settings): shapes, bounds,
+training, devices, errors."""
 
 import math
 

@@ -56,7 +56,8 @@ class DataBundle:
                 "n_train": len(self.x_train), "n_labelled": max(self.n_labelled, 1)}
 
     def test_inputs(self) -> torch.Tensor:
-        """Test inputs as the model sees them: binarised once with a fixed seed (SPEC item G13) for image data."""
+        """Test inputs as the model sees them: binarised once with a fixed seed for image data (reproduction notes
+        G13)."""
         if not self.dynamic_binarization:
             return self.x_test
         if self._x_test_fixed is None:
@@ -164,9 +165,10 @@ def iterate_batches(data: DataBundle, setting: str, batch_size: int, generator: 
                     labelled_batch_size: int = 100, device: torch.device | str = "cpu") -> Iterator[dict]:
     """One epoch of batches for ``setting`` (``supervised``, ``unsupervised`` or ``semi-supervised``).
 
-    Semi-supervised batches follow the thesis' scheme (SPEC 2.7): ``batch_size`` unlabelled points drawn without
-    replacement from the whole training set, plus ``labelled_batch_size`` labelled points (all of them when the
-    labelled set is that small, so every batch sees the same labelled points). Binary data is binarised afresh here.
+    Semi-supervised batches follow the thesis' scheme (reproduction notes rn-semi-batches): ``batch_size``
+    unlabelled points drawn without replacement from the whole training set, plus ``labelled_batch_size`` labelled
+    points (all of them when the labelled set is that small, so every batch sees the same labelled points). Binary
+    data is binarised afresh here.
     """
     if setting == "semi-supervised" and data.x_labelled is None:
         raise ValueError(f"a semi-supervised model needs a labelled subset: pass --labels N for {data.name}")

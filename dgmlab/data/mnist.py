@@ -1,4 +1,4 @@
-"""MNIST from the canonical IDX .gz files, verified by sha256 (thesis section 4.1 and SPEC 3).
+"""MNIST from the canonical IDX .gz files, verified by sha256 (thesis section 4.1; reproduction notes rn-mnist-data).
 
 * intensities scaled to ``[0, 1]``; dynamic binarisation draws ``x ~ Bernoulli(intensity)`` each time a point is used;
 * the thesis' trimming: drop pixels whose standard deviation over the training set is below 0.1 (784 -> 444 inputs).

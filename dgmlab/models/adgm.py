@@ -1,14 +1,14 @@
 """The auxiliary deep generative model (ADGM), the skip deep generative model (SDGM) and the ADGM with a deterministic
-auxiliary variable (thesis section 4.2, eqs. 4.20-4.23; Appendix A eqs. 3-17, section 2.4 and Fig. 5; SPEC 2.7, 2.8).
+auxiliary variable (thesis section 4.2, eqs. 4.20-4.23; Appendix A eqs. 3-17, section 2.4 and Fig. 5; reproduction notes rn-adgm, rn-g5).
 
-ADGM generative model, A(3)-(6), and SPEC G4 for the conditioning of ``a``::
+ADGM generative model, A(3)-(6), and reproduction notes G4 for the conditioning of ``a``::
 
     p(x, y, z, a) = p(x | y, z) p(a | z, y) p(y) p(z)          aux_conditional="zy"  (benchmarks, A section 3)
                   = p(x | y, z) p(a | x, y, z) p(y) p(z)       aux_conditional="xzy" (method text, eq. 4.21, A(5))
 
 ``a`` is a leaf of the generative graph: marginalising it leaves M2's ``p(x, y, z)`` unchanged.
 
-SDGM generative model (A section 2.4; SPEC G5: ``p(a|z,y)``, the acyclic reading)::
+SDGM generative model (A section 2.4; reproduction notes G5: ``p(a|z,y)``, the acyclic reading)::
 
     p(x, y, z, a) = p(x | a, y, z) p(a | z, y) p(y) p(z)        (a is now a second latent layer)
 
@@ -25,11 +25,11 @@ Both bounds use the log-ratio (4.21)::
 
 estimated as in A(17): ``S`` samples ``a_s ~ q(a|x)``, every class enumerated exactly (one batched pass over the
 class-tiled batch) and one ``z_{s,y} ~ q(z|a_s,y,x)`` per sample and class. All a- and z-terms are Monte Carlo
-(SPEC G15). Classification loss (4.23), A(12): ``alpha * CE(y, E_q(a|x)[q(y|a,x)])`` with the softmax averaged over the
+(reproduction notes G15). Classification loss (4.23), A(12): ``alpha * CE(y, E_q(a|x)[q(y|a,x)])`` with the softmax averaged over the
 samples inside the log (``ce="marginal"``, the authors' code; ``ce="per_sample"`` gives A(12) literally; equal for
 one sample). Prediction: ``argmax_y mean_s q(y|a_s,x)``.
 
-Deterministic auxiliary variable (A-Fig. 5 ablation, SPEC 2.7): ``a = f(x)`` is a deterministic network output and the
+Deterministic auxiliary variable (A-Fig. 5 ablation, reproduction notes rn-adgm-det): ``a = f(x)`` is a deterministic network output and the
 ``log p(a|.) - log q(a|x)`` terms are dropped; it is registered as ``adgm_det`` (or set ``auxiliary="deterministic"``).
 """
 
@@ -58,7 +58,7 @@ class ADGMConfig(SemiSupervisedConfig):
     Args:
         a_dim: size of the auxiliary variable (thesis MNIST: 100; half-moons: 10).
         eval_samples: draws of ``a`` averaged for the test error during training (100 for a final number, G10).
-        aux_conditional: ``"zy"`` = ``p(a|z,y)`` (benchmark setting) or ``"xzy"`` = ``p(a|x,y,z)`` (SPEC G4).
+        aux_conditional: ``"zy"`` = ``p(a|z,y)`` (benchmark setting) or ``"xzy"`` = ``p(a|x,y,z)`` (reproduction notes G4).
         auxiliary: ``"stochastic"`` (the ADGM) or ``"deterministic"`` (the A-Fig. 5 ablation).
         free_bits_a: free bits on the auxiliary variable (Kingma et al. 2016): below this many nats the batch mean
             of ``KL(a)`` costs nothing in the training objective, so ``a`` can carry that much information for
@@ -137,7 +137,7 @@ class ADGM(SemiSupervisedModel):
         return a, q_a.log_prob(a)
 
     def generative_a(self, x: torch.Tensor, y_onehot: torch.Tensor, z: torch.Tensor):
-        """``p(a | z, y)`` or ``p(a | x, y, z)`` (SPEC G4)."""
+        """``p(a | z, y)`` or ``p(a | x, y, z)`` (reproduction notes G4)."""
         if self.config.aux_conditional == "xzy":
             return self.p_a(x, y_onehot, z)
         return self.p_a(z, y_onehot)
@@ -203,7 +203,7 @@ class ADGM(SemiSupervisedModel):
 
     def _log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """``log sum_y p(x,y,a,z_y) / (q(a|x) q(z_y|a,y,x))``: ``a`` once per importance sample, ``z`` once per
-        (sample, class) (SPEC 0.3). Shape ``(k, B)``."""
+        (sample, class) (reproduction notes rn-iw-discrete-y). Shape ``(k, B)``."""
         a, log_qa = self.sample_a(x, k)
         t = self._joint_terms(x, add_class_axis(a), one_hot_classes(self.config.n_classes, x), None)
         log_w = (t["log_px"] + t["log_pa"] + uniform_log_prior(self.config.n_classes, x) + t["log_pz"]
@@ -216,7 +216,7 @@ class ADGM(SemiSupervisedModel):
         """Mean of ``p(x | y, z)`` for styles ``z`` ``(B, z_dim)`` and labels ``y`` (int or ``(B,)``).
 
         The SDGM first draws ``a ~ p(a | z, y)`` (unless ``a`` is given) and returns the mean of ``p(x | a, y, z)``
-        (the A-Fig. 3 recipe, SPEC 2.7).
+        (the A-Fig. 3 recipe, reproduction notes rn-analogies).
         """
         y_onehot = self._labels_like(y, z)
         if self.skip_connection and a is None:
@@ -265,7 +265,7 @@ class ADGM(SemiSupervisedModel):
 
 @dataclass
 class SDGMConfig(ADGMConfig):
-    """SDGM options: as the ADGM; ``p(a|z,y)`` is required (SPEC G5) and ``a`` must be stochastic."""
+    """SDGM options: as the ADGM; ``p(a|z,y)`` is required (reproduction notes G5) and ``a`` must be stochastic."""
 
 
 @register
@@ -279,7 +279,7 @@ class SDGM(ADGM):
     def _check_variant(self) -> None:
         if self.config.aux_conditional != "zy":
             raise ValueError("the SDGM needs aux_conditional='zy': p(a|x,y,z) together with p(x|a,y,z) would make the "
-                             "generative model cyclic (SPEC G5)")
+                             "generative model cyclic (reproduction notes G5)")
         if not self.stochastic:
             raise ValueError("the SDGM's a is a latent variable of the generative model; it cannot be deterministic "
                              "(use adgm_det for the deterministic-auxiliary ablation)")

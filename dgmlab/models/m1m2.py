@@ -1,4 +1,4 @@
-"""M1+M2 (Kingma et al. 2014): an M2 trained on the latent samples of a VAE "M1" (thesis section 4.1; SPEC 2.5).
+"""M1+M2 (Kingma et al. 2014): an M2 trained on the latent samples of a VAE "M1" (thesis section 4.1; reproduction notes rn-m1m2).
 
 Two stages, run in sequence by one ``fit``:
 
@@ -15,7 +15,7 @@ M2's bound in place of ``log p(z1)`` in M1's ELBO::
 
 Training the two layers jointly failed in the thesis (the top latent collapsed), which motivated the ADGM; here only
 the sequential recipe is implemented. Sizes are not given in the thesis; the defaults follow Kingma et al. (2014)
-as quoted in SPEC 2.5 [X]: M1 600-600 softplus with a 50-d ``z1``, M2 with one 500-unit layer and a 50-d ``z2``.
+as quoted in reproduction notes rn-m1m2: M1 600-600 softplus with a 50-d ``z1``, M2 with one 500-unit layer and a 50-d ``z2``.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class M1M2(SemiSupervisedModel):
 
     # ---------------------------------------------------------------------------------------------- training
     def step(self, batch: dict, epoch: int) -> Output:
-        """Stage 1: the VAE step on ``x_u`` and ``x_l``. Stage 2: M2's step (SPEC G9 weighting) on ``z1`` samples."""
+        """Stage 1: the VAE step on ``x_u`` and ``x_l``. Stage 2: M2's step (reproduction notes G9 weighting) on ``z1`` samples."""
         x_u, x_l, y_l = self._check_batch(batch)
         if self.stage(epoch) == 1:
             out = self.m1.step({"x": torch.cat([x_u, x_l])}, epoch)
@@ -124,7 +124,7 @@ class M1M2(SemiSupervisedModel):
 
     def _log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """``log [p(x|z1)/q(z1|x)] + log sum_y p(z1,y,z2_y)/q(z2_y|z1,y)``: ``z1`` once per importance sample (it
-        comes before ``y`` in the inference model), ``z2`` once per sample and class (SPEC 0.3)."""
+        comes before ``y`` in the inference model), ``z2`` once per sample and class (reproduction notes rn-iw-discrete-y)."""
         z1, log_px, log_qz1 = self._m1_terms(x, k)
         top = self.m2._log_weights(z1.reshape(-1, z1.shape[-1]), 1).reshape(k, -1)
         return log_px - log_qz1 + top

@@ -1,4 +1,4 @@
-"""M2, the semi-supervised VAE of Kingma et al. (2014) (thesis section 4.1, eqs. 4.2-4.11; SPEC 2.4), and the
+"""M2, the semi-supervised VAE of Kingma et al. (2014) (thesis section 4.1, eqs. 4.2-4.11; reproduction notes rn-m2), and the
 machinery it shares with M1+M2, the ADGM and the SDGM (:class:`SemiSupervisedModel`).
 
 Generative model (4.2)-(4.4)::
@@ -10,7 +10,7 @@ Inference model (4.5)-(4.6)::
 
     q(y, z | x) = q(z | x, y) q(y | x),   q(z | x, y) = N(mu(x, y), sigma^2(x, y)),   q(y | x) = Cat(pi(x))
 
-Labelled bound (4.9), with ``log p(y)`` kept (SPEC G14)::
+Labelled bound (4.9), with ``log p(y)`` kept (reproduction notes G14)::
 
     ELBO_l(x, y) = E_q(z|x,y)[log p(x|y,z)] - KL(q(z|x,y) || p(z)) + log p(y)
 
@@ -18,11 +18,11 @@ Unlabelled bound (4.7)-(4.8): y is summed out exactly, the entropy of the classi
 
     U(x) = sum_y q(y|x) ELBO_l(x, y) + H[q(y|x)]
 
-Objective (4.10)-(4.11), minimised in the weighting of the authors' code (SPEC G9)::
+Objective (4.10)-(4.11), minimised in the weighting of the authors' code (reproduction notes G9)::
 
     loss = -( mean_l[ELBO_l(x_l, y_l) - alpha * CE(y_l, q(y|x_l))] + mean_u[U(x_u)] ),   alpha = beta * N / N_l
 
-The KL term of z is analytic by default (SPEC G15); ``analytic_kl=False`` uses the one-sample Monte Carlo estimate.
+The KL term of z is analytic by default (reproduction notes G15); ``analytic_kl=False`` uses the one-sample Monte Carlo estimate.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from torch.distributions import kl_divergence
 from dgmlab import nn as dnn
 from dgmlab.models import register
 from dgmlab.models.base import Model, Output, check_input, check_labels
-from dgmlab.nn import frozen_running_stats
+from dgmlab.nn import frozen_running_stats, running_stats_mode
 from dgmlab.objectives.importance import chunked_log_mean_exp
 from dgmlab.objectives.kl import kl_temperature
 from dgmlab.objectives.semisupervised import (CE_MODES, Bound, alpha_weight, categorical_entropy,
@@ -46,6 +46,7 @@ from dgmlab.objectives.semisupervised import (CE_MODES, Bound, alpha_weight, cat
                                               uniform_log_prior, with_fixed_variance)
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+BN_LABELLED = ("batch", "running")
 REPORTED_NAMES = {"log_px": "recon"}
 """Bound terms renamed in reported metrics: ``E_q[log p(x|.)]`` is a reconstruction term, not ``log p(x)``."""
 IW_MAX_ROWS = 100_000
@@ -54,18 +55,18 @@ IW_MAX_ROWS = 100_000
 
 @dataclass
 class SemiSupervisedConfig:
-    """Options shared by the semi-supervised models (SPEC 2.4, 2.7; sizes of the thesis' MNIST runs).
+    """Options shared by the semi-supervised models (reproduction notes rn-m2, rn-adgm; sizes of the thesis' MNIST runs).
 
     Args:
         x_dim, n_classes, likelihood, n_train, n_labelled: filled from the data by ``dgmlab.data.make_config``.
         hidden: hidden layers of every network (thesis MNIST: 500-500).
         z_dim: size of the latent ``z``.
-        beta: ``alpha = beta * n_train / n_labelled`` weights the labelled cross-entropy (A eq. 12, SPEC G9).
+        beta: ``alpha = beta * n_train / n_labelled`` weights the labelled cross-entropy (A eq. 12, reproduction notes G9).
         fixed_alpha: use this ``alpha`` instead (e.g. for a hand-built model without data).
         mc_samples: Monte Carlo samples of the continuous latents per training step (A eq. 17).
         eval_samples: samples averaged by ``classify`` during ``evaluate`` (use 100 for a final test error, G10).
         warmup_epochs: KL temperature from 0 to 1 over this many epochs (0 = off); it multiplies every
-            ``log q - log p`` term except the observation likelihood (SPEC 0.3).
+            ``log q - log p`` term except the observation likelihood (reproduction notes rn-warmup).
         activation: hidden nonlinearity.
         ce: ``"marginal"`` (``-log mean_s q(y|a_s,x)``, the authors' code) or ``"per_sample"`` (A eq. 12 literally).
         x_logvar: a fixed log-variance for a Gaussian ``p(x|.)`` (``None``: learned, the default) [X].
@@ -73,6 +74,8 @@ class SemiSupervisedConfig:
             (on by default: the authors' code uses it, the papers do not say so; see the reproduction notes).
             The labelled and the unlabelled pass are normalised separately; only the unlabelled pass moves the
             running averages that evaluation uses.
+        bn_labelled: how the labelled pass is normalised in training: ``"batch"`` (its own batch statistics, the
+            authors' code) or ``"running"`` (the running averages of the unlabelled passes; an ablation).
     """
 
     x_dim: int
@@ -91,6 +94,7 @@ class SemiSupervisedConfig:
     ce: str = "marginal"
     x_logvar: float | None = None
     batch_norm: bool = True
+    bn_labelled: str = "batch"
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -105,6 +109,9 @@ class SemiSupervisedConfig:
             raise ValueError(f"unknown cross-entropy mode ce={self.ce!r}; choose one of {CE_MODES}")
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0 (0 switches warm-up off), got {self.warmup_epochs}")
+        if self.bn_labelled not in BN_LABELLED:
+            raise ValueError(f"unknown bn_labelled={self.bn_labelled!r}; choose 'batch' (the labelled batch's own "
+                             "statistics) or 'running' (the running averages)")
         if self.x_logvar is not None and self.likelihood != "gaussian":
             raise ValueError("x_logvar fixes the variance of a Gaussian p(x|.); it needs likelihood='gaussian'")
         if self.n_train and self.n_labelled and self.n_labelled > self.n_train:
@@ -121,7 +128,7 @@ class SemiSupervisedConfig:
 
 class SemiSupervisedModel(Model):
     """What M2, M1+M2, ADGM and SDGM share: input checks, the training step of eq. (4.11) in the weighting of
-    SPEC G9, ``classify``, ``evaluate`` and the importance-weighted ``log_likelihood`` with ``y`` summed out.
+    reproduction notes G9, ``classify``, ``evaluate`` and the importance-weighted ``log_likelihood`` with ``y`` summed out.
 
     A subclass provides four tensor functions (``S`` Monte Carlo samples, ``B`` points, ``K`` classes):
     ``_class_log_probs(x, S) -> (S, B, K)``, ``_labelled(x, y, S, noise) -> Bound``,
@@ -201,7 +208,7 @@ class SemiSupervisedModel(Model):
     @torch.no_grad()
     def classify(self, x: torch.Tensor, samples: int | None = None) -> torch.Tensor:
         """Class probabilities ``(B, K)``: ``q(y|x)``, averaged over ``samples`` draws of any auxiliary variable
-        (prediction rule of SPEC 2.7: ``argmax_y E_q(a|x)[q(y|a, x)]``)."""
+        (prediction rule, reproduction notes rn-g10: ``argmax_y E_q(a|x)[q(y|a, x)]``)."""
         self._check_x(x)
         s = self._samples(samples, None, self.config.eval_samples)
         log_p = self._class_log_probs(x, s)
@@ -214,14 +221,15 @@ class SemiSupervisedModel(Model):
     # ---------------------------------------------------------------------------------------------- training
     def step(self, batch: dict, epoch: int) -> Output:
         """One mini-batch of eq. (4.11): labelled bound minus ``alpha`` times the cross-entropy on ``x_l, y_l``,
-        plus the unlabelled bound on ``x_u``; batch means weighted as in SPEC G9. Warm-up tempers the KL terms.
+        plus the unlabelled bound on ``x_u``; batch means weighted as in reproduction notes G9. Warm-up tempers the KL terms.
 
         With batch normalisation the two passes are separate batches, and the labelled one (a few fixed points)
         leaves the running averages alone."""
         x_u, x_l, y_l = self._check_batch(batch)
         s = self.config.mc_samples
         temp = kl_temperature(epoch, self.config.warmup_epochs)
-        with frozen_running_stats(self):
+        labelled_norm = frozen_running_stats if self.config.bn_labelled == "batch" else running_stats_mode
+        with labelled_norm(self):
             lab = self._labelled(x_l, y_l, s, None)
         unl = self._unlabelled(x_u, s, None)
         ce = classification_loss(lab.class_log_probs, y_l, self.config.ce)
@@ -269,7 +277,7 @@ class SemiSupervisedModel(Model):
     def log_likelihood(self, x: torch.Tensor, k: int = 5000, chunk: int = 500) -> torch.Tensor:
         """Importance-weighted estimate ``L_k(x)`` of ``log p(x)`` per point (thesis eq. 3.31), ``y`` summed out:
         ``w_i = sum_y p(x, y, h_i^(y)) / q(h_i^(y) | x)`` with the latents before ``y`` in the inference model
-        sampled once per ``i`` and those after ``y`` once per ``(i, y)`` (SPEC 0.3). Chunks of importance samples
+        sampled once per ``i`` and those after ``y`` once per ``(i, y)`` (reproduction notes rn-iw-discrete-y). Chunks of importance samples
         and of points keep every network pass below ``IW_MAX_ROWS`` rows.
 
         With ``k = 1`` this is the bound with ``y`` marginalised exactly, which is at least the unlabelled bound

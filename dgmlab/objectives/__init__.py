@@ -1,4 +1,4 @@
-"""Bounds and their pieces, shared by every latent-variable model (SPEC 0.3).
+"""Bounds and their pieces, shared by every latent-variable model (reproduction notes rn-building-blocks).
 
 * :mod:`dgmlab.objectives.importance`: the importance-weighted bound (3.31) from log-weights, and the memory-bounded
   chunked estimate of ``log p(x)`` (``L_5000``) with a running logsumexp.

@@ -1,8 +1,8 @@
-"""Importance-weighted bounds from log-weights (thesis eq. 3.31, SPEC 0.3 and 2.2).
+"""Importance-weighted bounds from log-weights (thesis eq. 3.31; reproduction notes rn-iw-evaluation).
 
 With ``K`` samples ``h_k ~ q(h|x)`` and log-weights ``log w_k = log p(x, h_k) - log q(h_k|x)``,
 
-    L_K(x) = E[ log (1/K) sum_k w_k ] = E[ logsumexp_k(log w_k) - log K ]       (3.31, with the 1/K; SPEC G2)
+    L_K(x) = E[ log (1/K) sum_k w_k ] = E[ logsumexp_k(log w_k) - log K ]    (3.31, with the 1/K; reproduction notes G2)
 
 ``L_1`` is the ELBO (3.11), ``L_K`` grows with ``K`` and tends to ``log p(x)``. Test log-likelihoods are ``L_5000``;
 :func:`chunked_log_mean_exp` computes them with a running logsumexp so that only ``chunk`` samples ever live in memory.

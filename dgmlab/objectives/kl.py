@@ -1,10 +1,10 @@
 """KL terms shared by the latent-variable models: per-unit KL, active units and the KL temperature (warm-up).
 
-* Per-unit KL (SPEC L3): for diagonal Gaussians the KL of (3.30) is a sum over latent units,
+* Per-unit KL (reproduction notes L3): for diagonal Gaussians the KL of (3.30) is a sum over latent units,
   ``KL(q(z|x) || p(z)) = sum_j KL(q(z_j|x) || p(z_j))``; a unit whose KL is ~0 on every input carries no information
   about ``x``: it has *collapsed* onto the prior (thesis section 3.2.2 and 3.3).
-* Warm-up (thesis eq. 5.5, SPEC 0.3): the KL term is multiplied by a temperature ``T`` that grows linearly from
-  ``start`` to 1 over the first ``warmup_epochs`` epochs.
+* Warm-up (thesis eq. 5.5; reproduction notes rn-warmup): the KL term is multiplied by a temperature ``T`` that grows
+  linearly from ``start`` to 1 over the first ``warmup_epochs`` epochs.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def kl_temperature(epoch: int | float, warmup_epochs: int, start: float = 0.0) -
     """The KL temperature ``T`` of warm-up (5.5): ``start + (1 - start) * min(1, epoch / warmup_epochs)``.
 
     ``epoch`` counts from 0, so the first epoch uses ``T = start``; ``T = 1`` from epoch ``warmup_epochs`` on.
-    ``warmup_epochs = 0`` switches warm-up off (``T = 1`` always). FAME uses ``start = 0.3`` (SPEC 0.3).
+    ``warmup_epochs = 0`` switches warm-up off (``T = 1`` always). The FAME paper starts at ``start = 0.3``
+    (reproduction notes rn-warmup).
     """
     if warmup_epochs < 0:
         raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")

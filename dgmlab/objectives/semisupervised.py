@@ -8,15 +8,15 @@ The models differ in their networks; what they share lives here:
   ``f(x, y, a, z)`` come out with shape ``(S, K, B)`` for all samples ``s``, classes ``y`` and points ``b`` at once;
   ``sum_over_classes`` then weights them by ``q(y|.)`` (thesis eq. 4.8, 4.20; Appendix A eq. 17);
 * the entropy term ``H[q(y|.)]`` and the classification loss ``alpha * CE`` (thesis eq. 4.10, 4.23; A eq. 12);
-* ``alpha = beta * N / N_l`` (A eq. 12 and SPEC item G9: the authors' code uses N = the whole training set);
+* ``alpha = beta * N / N_l`` (A eq. 12 and reproduction notes G9: the authors' code uses N = the whole training set);
 * a :class:`Bound` record: the per-point bound in nats (natural sign, to be maximised) with its named terms, and its
   tempered version for warm-up (thesis eq. 5.5; the temperature itself is :func:`dgmlab.objectives.kl.kl_temperature`,
   advanced per epoch).
 
 The importance-weighted log-likelihood uses :func:`dgmlab.objectives.importance.chunked_log_mean_exp`.
 
-Sign convention (SPEC G1): bounds are stored with their natural sign; the loss to minimise is
-``-(mean_l[ELBO_l - alpha * CE] + mean_u[U])`` (SPEC G9, the weighting of the authors' public code).
+Sign convention (reproduction notes G1): bounds are stored with their natural sign; the loss to minimise is
+``-(mean_l[ELBO_l - alpha * CE] + mean_u[U])`` (reproduction notes G9, the weighting of the authors' public code).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ CE_MODES = ("marginal", "per_sample")
 
 # ----------------------------------------------------------------------------------------------------------- weights
 def alpha_weight(beta: float, n_train: int, n_labelled: int) -> float:
-    """``alpha = beta * N / N_l``: the weight of the labelled cross-entropy (A eq. 12; SPEC G9).
+    """``alpha = beta * N / N_l``: the weight of the labelled cross-entropy (A eq. 12; reproduction notes G9).
 
     The paper writes ``beta * (N_l + N_u) / N_l``; in the authors' code the unlabelled set is the whole training set,
     so ``N = N_l + N_u`` is simply the training-set size. MNIST with 100 labels and beta = 0.1 gives alpha = 60.
@@ -66,7 +66,7 @@ class Bound:
 
     def tempered(self, temp: float) -> torch.Tensor:
         """The bound with every ``log p - log q`` term except the observation likelihood multiplied by ``temp``
-        (SPEC 0.3, warm-up for auxiliary models). ``temp = 1`` gives ``value``."""
+        (reproduction notes rn-warmup, warm-up for auxiliary models). ``temp = 1`` gives ``value``."""
         if temp == 1.0:
             return self.value
         log_px = self.terms["log_px"]
@@ -145,7 +145,7 @@ def classification_loss(class_log_probs: torch.Tensor, y: torch.Tensor, mode: st
 
 
 def uniform_log_prior(n_classes: int, like: torch.Tensor) -> torch.Tensor:
-    """``log p(y) = -log K`` for the uniform class prior (SPEC G14: kept so that bounds are true nats)."""
+    """``log p(y) = -log K`` for the uniform class prior (reproduction notes G14: kept so that bounds are true nats)."""
     return torch.full((), -math.log(n_classes), dtype=like.dtype, device=like.device)
 
 
@@ -179,7 +179,7 @@ def unit_log_prob(dist: Distribution, value: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------ initialisation
 def glorot_init(module: nn.Module, head_std: float = 1e-3) -> None:
-    """The initialisation of the authors' code (A section 3, SPEC 0.3 [R]): Glorot-normal weights (ReLU gain in
+    """The initialisation of the authors' code (A section 3, reproduction notes rn-init): Glorot-normal weights (ReLU gain in
     hidden layers with ReLU, gain 1 for classifier and Bernoulli outputs), and ``N(0, head_std^2)`` weights for the
     mean and variance layers of every Gaussian, so that each Gaussian starts close to ``N(0, I)``. All biases are
     ``N(0, head_std^2)``."""

@@ -30,6 +30,16 @@ def metrics(name: str) -> dict:
     return json.loads((path(name).parent / "metrics.json").read_text())
 
 
+def run_group(name: str) -> dict[str, dict]:
+    """The ``metrics.json`` files of a group of runs shipped without weights, ``dgmlab/pretrained/NAME/*.json``
+    (e.g. ``halfmoons-seeds``: one file per model and seed), keyed by file stem."""
+    folder = ROOT / name
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"no shipped run group {name!r} (no JSON files in {folder})")
+    return {f.stem: json.loads(f.read_text()) for f in files}
+
+
 def load_pretrained(name: str, expect: str | None = None, device=None):
     """Load a shipped checkpoint as a model in eval mode (``weights_only=True``)."""
     from dgmlab.checkpoints import load_model

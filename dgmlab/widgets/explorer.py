@@ -284,7 +284,8 @@ def class_conditional_explorer(generate: Callable, styles, n_classes: int, image
                                title: str = "Class-conditional generation", extent=(-3, 3),
                                cmap: str | None = None, device=None, thumb_px: int | None = None,
                                big_px: int = 56):
-    """Decode a set of styles once per class: the thesis' "analogies" (Maaløe, 2018, Fig. 4.2; SPEC A-Fig 3).
+    """Decode a set of styles once per class: the thesis' "analogies" (Maaløe, 2018, Fig. 4.2;
+    Appendix A, Fig. 3; reproduction notes rn-analogies).
 
     Args:
         generate: ``generate(z, y) -> images``: ``z`` float ``(N, z_dim)``, ``y`` long ``(N,)`` class indices;
