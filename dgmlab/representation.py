@@ -1,6 +1,6 @@
 """Representation learning on the two half-moons: the small tanh network of thesis Figs 2.3 and 2.4 (book chapter 2).
 
-The network (SPEC 4.1, choice T1) is ``2 -> 10 (tanh) -> 2 (tanh) -> 1 (sigmoid)``:
+The network (reproduction notes T1) is ``2 -> 10 (tanh) -> 2 (tanh) -> 1 (sigmoid)``:
 
     h^(0) = x,   h^(l) = tanh(W^(l) h^(l-1) + b^(l))  (l = 1, 2),   y_hat = sigma(W^(3) h^(2) + b^(3))
 
@@ -10,11 +10,15 @@ training has succeeded the two moons must be linearly separable in ``h^(2)``.
 
 What the book imports from here:
 
-* :class:`TanhClassifier` and :func:`train_tanh_classifier` (records parameter snapshots at chosen steps);
+* :class:`TanhClassifier` and :func:`train_tanh_classifier` (records parameter snapshots at chosen steps, the
+  saturation of the tanh units at every step, and the first step at which the classes are linearly separable);
+* :func:`saturated_fraction` (how many tanh activations sit on their flat tails);
 * :func:`snapshot_schedule` (more frames early, where the representation changes fastest);
 * :func:`mesh_grid_lines`, :func:`tendency_curves` and :func:`push_through` (send the mesh grid, the tendency lines
   and the data through the hidden layers);
-* :func:`hidden_view`, :func:`draw_view` and :func:`training_animation` (Fig 2.4 panels and a kernel-free animation).
+* :func:`folded_fraction` (how much of the input plane the hidden layer folds over);
+* :func:`hidden_view`, :func:`decision_frame`, :func:`draw_view` and :func:`training_animation` (Fig 2.4 panels, the
+  same seen from the decision line, and a kernel-free animation).
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ from torch.distributions import Bernoulli
 from dgmlab.runtime import budget
 
 DEFAULT_STEPS: int = budget(fast=600, default=2000)
-"""Full-batch Adam steps used by :func:`train_tanh_classifier` unless told otherwise (SPEC 4.1: ~2000-5000)."""
+"""Full-batch Adam steps used by :func:`train_tanh_classifier` unless told otherwise (reproduction notes T1)."""
+
+SATURATION_LEVEL: float = 0.99
+"""A tanh activation with ``|h| > SATURATION_LEVEL`` counts as saturated: its slope ``1 - h^2`` is below 0.02."""
 
 GRID_XLIM: tuple[float, float] = (-1.5, 2.5)
 GRID_YLIM: tuple[float, float] = (-1.0, 1.5)
@@ -81,19 +88,40 @@ class TanhClassifier(nn.Module):
         return float(((self(x) > 0).long() == y.long()).float().mean())
 
 
+def _saturated(hs: Sequence[torch.Tensor], level: float) -> tuple[float, ...]:
+    return tuple(float((h.detach().abs() > level).float().mean()) for h in hs)
+
+
+@torch.no_grad()
+def saturated_fraction(net: TanhClassifier, x: torch.Tensor, level: float = SATURATION_LEVEL) -> tuple[float, ...]:
+    """For every hidden layer, the fraction of its tanh activations on ``x`` with ``|h| > level``.
+
+    A saturated unit sits on a flat tail of the tanh: it barely moves when its input changes, so a region of the
+    input plane where it saturates is squashed into (nearly) one value. Returns one fraction per hidden layer.
+    """
+    param = next(net.parameters())
+    return _saturated(net.representations(x.to(device=param.device, dtype=param.dtype)), level)
+
+
 @dataclass
 class TrainRecord:
     """What :func:`train_tanh_classifier` remembers: training loss/accuracy at every step and parameter snapshots.
 
-    ``loss[s]`` and ``accuracy[s]`` are measured on the training set with the parameters after ``s`` Adam updates
-    (``s = 0 .. steps``); ``snapshots[s]`` holds those parameters for the requested steps (``s = 0``: initialisation).
+    ``loss[s]``, ``accuracy[s]`` and ``saturation[s]`` are measured on the training set with the parameters after
+    ``s`` Adam updates (``s = 0 .. steps``); ``saturation[s]`` holds one :func:`saturated_fraction` per hidden layer.
+    ``snapshots[s]`` holds those parameters for the requested steps (``s = 0``: initialisation).
+    ``separable_step`` is the first ``s`` with ``accuracy[s] == 1``: the output layer is a linear classifier of the
+    last hidden layer, so from then on its straight line separates the two training classes in that layer
+    (``None`` if that never happened).
     """
 
     loss: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
+    saturation: list[tuple[float, ...]] = field(default_factory=list)
     snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     hidden: tuple[int, ...] = (10, 2)
     in_dim: int = 2
+    separable_step: int | None = None
 
     @property
     def snapshot_steps(self) -> list[int]:
@@ -122,17 +150,22 @@ def snapshot_schedule(steps: int, n_frames: int, power: float = 2.0) -> list[int
 
 def train_tanh_classifier(x: torch.Tensor, y: torch.Tensor, steps: int = DEFAULT_STEPS, lr: float = 1e-2,
                           hidden: Sequence[int] = (10, 2), seed: int = 0, snapshot_at: Sequence[int] = (),
-                          net: TanhClassifier | None = None) -> tuple[TanhClassifier, TrainRecord]:
-    """Full-batch Adam on the Bernoulli cross-entropy (eq. 2.10), as in SPEC 4.1.
+                          net: TanhClassifier | None = None,
+                          snapshot_separable: bool = False) -> tuple[TanhClassifier, TrainRecord]:
+    """Full-batch Adam on the Bernoulli cross-entropy (eq. 2.10) (reproduction notes T1).
 
     Args:
         x: inputs ``(N, in_dim)``, float; y: labels ``(N,)`` in {0, 1}.
         steps: number of Adam updates (default :data:`DEFAULT_STEPS`, which follows the FAST budget).
-        lr: Adam learning rate (1e-2 in SPEC 4.1).
+        lr: Adam learning rate (1e-2, reproduction notes T1).
         hidden: hidden widths of a new network (ignored when ``net`` is given).
         seed: seeds the initialisation of a new network.
         snapshot_at: steps (0 = before training) at which to store a copy of the parameters.
         net: continue training this network instead of a fresh one.
+        snapshot_separable: also store the parameters at ``record.separable_step``, the first step at which every
+            training point is classified correctly. That step is not known before training, and it comes before
+            the tanh units saturate (late in training most of them do, which squashes the picture of the hidden
+            layer into the corners of the square), so it is the snapshot that shows the learned map best.
 
     Returns:
         ``(net, record)``: the trained network and a :class:`TrainRecord`.
@@ -153,23 +186,35 @@ def train_tanh_classifier(x: torch.Tensor, y: torch.Tensor, steps: int = DEFAULT
     record = TrainRecord(hidden=net.hidden_dims, in_dim=net.in_dim)
     optimiser = torch.optim.Adam(net.parameters(), lr=lr)
 
-    def remember(step: int) -> None:
-        if step in wanted:
-            record.snapshots[step] = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    def copy() -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
-    remember(0)
+    def measure(step: int) -> torch.Tensor:
+        # loss, accuracy and saturation of the current parameters (after `step` updates) on the training set
+        hs = net.representations(x)
+        logits = net.output_layer(hs[-1]).squeeze(-1)                    # the same computation as net(x)
+        loss = -Bernoulli(logits=logits).log_prob(y.to(x.dtype)).mean()  # eq. 2.10, averaged
+        accuracy = float(((logits.detach() > 0).long() == y.long()).float().mean())
+        record.loss.append(float(loss.detach()))
+        record.accuracy.append(accuracy)
+        record.saturation.append(_saturated(hs, SATURATION_LEVEL))
+        if accuracy == 1.0 and record.separable_step is None:
+            record.separable_step = step
+            if snapshot_separable:
+                record.snapshots[step] = copy()
+        return loss
+
+    if 0 in wanted:
+        record.snapshots[0] = copy()
     for step in range(steps):
         optimiser.zero_grad()
-        logits = net(x)
-        loss = -Bernoulli(logits=logits).log_prob(y.to(x.dtype)).mean()  # eq. 2.10, averaged
-        record.loss.append(float(loss.detach()))
-        record.accuracy.append(float(((logits.detach() > 0).long() == y.long()).float().mean()))
+        loss = measure(step)
         loss.backward()
         optimiser.step()
-        remember(step + 1)
+        if step + 1 in wanted:
+            record.snapshots[step + 1] = copy()
     with torch.no_grad():
-        record.loss.append(float(net.loss(x, y)))
-    record.accuracy.append(net.accuracy(x, y))
+        measure(steps)
     return net, record
 
 
@@ -213,6 +258,36 @@ def push_through(net: TanhClassifier, points, layer: int = -1) -> torch.Tensor:
         raise ValueError(f"layer {layer} does not exist: the network has {len(hs)} hidden layers") from None
 
 
+def folded_fraction(net: TanhClassifier, points, layer: int = -1) -> float:
+    """How much of ``points`` the map ``x -> h^(layer)`` folds over: the share of points with the minority sign of
+    the Jacobian determinant ``det(d h / d x)``.
+
+    Needs a 2-d input and a 2-unit layer. Where the determinant is positive the map keeps the orientation of a small
+    patch of the plane, where it is negative it mirrors it; a map that does one of the two everywhere lays the plane
+    down without folding it (0 is returned), while one that does both folds the plane over itself along the curve
+    ``det = 0``. Returns ``min(p, 1 - p)`` with ``p`` the share of positive determinants, so at most 0.5.
+    """
+    pts = torch.as_tensor(np.asarray(points) if not isinstance(points, torch.Tensor) else points)
+    param = next(net.parameters())
+    pts = pts.reshape(-1, pts.shape[-1]).to(device=param.device, dtype=param.dtype)
+    try:
+        width = net.hidden_dims[layer]
+    except IndexError:
+        n_layers = len(net.hidden_dims)
+        raise ValueError(f"layer {layer} does not exist: the network has {n_layers} hidden layers") from None
+    if net.in_dim != 2 or width != 2:
+        raise ValueError(f"folding is measured for a map from 2-d inputs to a 2-unit layer, "
+                         f"got {net.in_dim} -> {width}")
+    pts = pts.detach().requires_grad_(True)
+    with torch.enable_grad():
+        h = net.representations(pts)[layer]
+        # points do not interact, so the gradient of the sum of unit k gives row k of every point's Jacobian
+        rows = [torch.autograd.grad(h[:, k].sum(), pts, retain_graph=k == 0)[0] for k in range(2)]
+    det = rows[0][:, 0] * rows[1][:, 1] - rows[0][:, 1] * rows[1][:, 0]
+    p = float((det > 0).float().mean())
+    return min(p, 1.0 - p)
+
+
 @dataclass
 class HiddenView:
     """Data, mesh grid and tendency lines after one network: what one panel of Fig 2.4 shows.
@@ -245,6 +320,32 @@ def hidden_view(net: TanhClassifier | None, x: torch.Tensor, grid: torch.Tensor,
     acc = net.accuracy(x, y) if y is not None else None
     return HiddenView(push_through(net, x, layer).numpy(), push_through(net, grid, layer).numpy(),
                       push_through(net, curves, layer).numpy(), boundary, step, acc)
+
+
+def decision_frame(view: HiddenView) -> HiddenView:
+    """``view`` in coordinates aligned with the output layer's decision line ``w . h + b = 0``.
+
+    The first coordinate is the signed distance to that line, ``(w . h + b) / |w|`` (positive on the class-1 side),
+    the second the position along it, ``(w_perp . h) / |w|``: a rotation and shift of the hidden plane, which keeps
+    lengths and crossings, so the picture is the same one seen from the line's point of view. Once training has
+    stretched the hidden points along ``w`` (the thin cloud of Fig 2.4), plotting the second coordinate on its own
+    scale shows the structure across that direction, e.g. where the mesh grid is folded.
+    """
+    if view.boundary is None:
+        raise ValueError("the view has no decision line: make it with hidden_view(net, ...) for the last hidden layer")
+    w, b = np.asarray(view.boundary[0], dtype=float), float(view.boundary[1])
+    norm = float(np.linalg.norm(w))
+    if w.shape != (2,) or norm == 0:
+        raise ValueError(f"need a non-zero 2-d weight vector for the decision line, got {w!r}")
+    basis = np.stack([w, np.array([-w[1], w[0]])], 1) / norm          # columns: across the line, along it
+
+    def rotate(a: np.ndarray) -> np.ndarray:
+        out = a @ basis
+        out[..., 0] += b / norm
+        return out
+
+    return HiddenView(rotate(view.points), rotate(view.grid), rotate(view.curves), (np.array([1.0, 0.0]), 0.0),
+                      view.step, view.accuracy)
 
 
 CLASS_COLOURS = ("tab:red", "tab:blue")  # class 0 (lower moon), class 1 (upper moon)

@@ -1,13 +1,13 @@
-"""The chapter-2 representation-learning network (dgmlab.representation; thesis Figs 2.3-2.4, SPEC 4.1)."""
+"""The chapter-2 representation-learning network (dgmlab.representation; thesis Figs 2.3-2.4; reproduction notes T1)."""
 
 import numpy as np
 import pytest
 import torch
 
 from dgmlab.data import supervised_moons
-from dgmlab.representation import (DEFAULT_STEPS, TanhClassifier, draw_view, hidden_view, mesh_grid_lines,
-                                   push_through, snapshot_schedule, tendency_curves, train_tanh_classifier,
-                                   training_animation)
+from dgmlab.representation import (DEFAULT_STEPS, SATURATION_LEVEL, TanhClassifier, decision_frame, draw_view,
+                                   folded_fraction, hidden_view, mesh_grid_lines, push_through, saturated_fraction,
+                                   snapshot_schedule, tendency_curves, train_tanh_classifier, training_animation)
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +20,14 @@ def trained(moons):
     torch.set_num_threads(1)
     xtr, ytr, _, _ = moons
     return train_tanh_classifier(xtr, ytr, seed=0, snapshot_at=[0, 5, 50, DEFAULT_STEPS])
+
+
+@pytest.fixture(scope="module")
+def separable(moons):
+    """The notebook's run: snapshots at the first step with 100 % training accuracy and at the end."""
+    torch.set_num_threads(1)
+    xtr, ytr, _, _ = moons
+    return train_tanh_classifier(xtr, ytr, seed=0, snapshot_at=[DEFAULT_STEPS], snapshot_separable=True)
 
 
 def test_reaches_full_train_accuracy_within_default_budget(moons, trained):
@@ -105,3 +113,96 @@ def test_views_and_animation_render(moons, trained):
     assert html.count("data:image/png;base64") == len(views)  # one embedded image per snapshot
     with pytest.raises(ValueError, match="at least one view"):
         training_animation([], ytr)
+
+
+def test_saturation_and_first_separable_step_are_recorded(moons, trained):
+    xtr, ytr, _, _ = moons
+    _, record = trained
+    assert len(record.saturation) == DEFAULT_STEPS + 1
+    assert all(len(s) == 2 and all(0.0 <= f <= 1.0 for f in s) for s in record.saturation)  # one per hidden layer
+    # the per-step record is the same measurement as saturated_fraction on the stored parameters
+    for step in (0, 50, DEFAULT_STEPS):
+        assert record.saturation[step] == pytest.approx(saturated_fraction(record.model_at(step), xtr))
+    first = record.separable_step
+    assert first is not None and 0 < first < DEFAULT_STEPS
+    assert record.accuracy[first] == 1.0 and all(a < 1.0 for a in record.accuracy[:first])
+    assert record.snapshot_steps == [0, 5, 50, DEFAULT_STEPS], "without snapshot_separable only the requested steps"
+
+
+def test_separable_snapshot_comes_before_the_units_saturate(moons, trained, separable):
+    """The snapshot of Figs 2.3b/2.4c: separable in h^(2), unsaturated, and the plane visibly folded."""
+    xtr, ytr, _, _ = moons
+    net, record = separable
+    first = record.separable_step
+    assert record.snapshot_steps == sorted({first, DEFAULT_STEPS})
+    assert record.loss == trained[1].loss, "storing the extra snapshot must not change training"
+    snap = record.model_at(first)
+    assert snap.accuracy(xtr, ytr) == 1.0
+    # linearly separable in h^(2): the output layer's own straight line classifies every training point
+    h = push_through(snap, xtr)
+    logit = h @ snap.output_layer.weight.detach()[0] + snap.output_layer.bias.detach()[0]
+    assert torch.equal((logit > 0).long(), ytr.long())
+    # measured criterion: few saturated units in h^(2) at the snapshot, most of them by the end of training
+    at_snapshot, at_end = record.saturation[first][-1], record.saturation[-1][-1]
+    assert at_snapshot < 0.25 < at_end
+    assert saturated_fraction(snap, xtr)[-1] == pytest.approx(at_snapshot)
+    # and the grid is folded over there (the point of showing this snapshot)
+    assert folded_fraction(snap, mesh_grid_lines(n_lines=20, n_points=50)) > 0.1
+
+
+def test_saturated_fraction_counts_flat_tails():
+    net = TanhClassifier(2, (2,))
+    with torch.no_grad():
+        net.hidden_layers[0].weight.copy_(torch.tensor([[10.0, 0.0], [0.0, 0.1]]))
+        net.hidden_layers[0].bias.zero_()
+    x = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    # tanh(10) > 0.99 is the only saturated activation of the four
+    assert saturated_fraction(net, x) == (0.25,)
+    assert saturated_fraction(net, x, level=0.05) == (0.5,)
+    assert saturated_fraction(net, x, level=SATURATION_LEVEL) == (0.25,)
+
+
+def _net(hidden, weights):
+    net = TanhClassifier(2, hidden)
+    with torch.no_grad():
+        for layer, (w, b) in zip(net.hidden_layers, weights):
+            layer.weight.copy_(torch.tensor(w))
+            layer.bias.copy_(torch.tensor(b))
+    return net
+
+
+def test_folded_fraction_tells_a_fold_from_a_plain_deformation():
+    pts = torch.cartesian_prod(torch.linspace(-1, 1, 20), torch.linspace(-1, 1, 20))  # x2 never exactly 0
+    # tanh of an invertible linear map bends the plane but never folds it
+    plain = _net((2,), [([[1.0, 0.5], [-0.3, 2.0]], [0.1, -0.2])])
+    assert folded_fraction(plain, pts) == 0.0
+    # u = (tanh x1, tanh(x2 + 1), tanh(x2 - 1)); h_b = tanh((u2 - u3) / 2) is even in x2, so the map folds the plane
+    # along x2 = 0: half the points are mirrored
+    fold = _net((3, 2), [([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], [0.0, 1.0, -1.0]),
+                         ([[1.0, 0.0, 0.0], [0.0, 0.5, -0.5]], [0.0, 0.0])])
+    assert folded_fraction(fold, pts) == pytest.approx(0.5)
+    assert folded_fraction(fold, pts[pts[:, 1] > 0]) == 0.0
+    with pytest.raises(ValueError, match="2-unit layer"):
+        folded_fraction(fold, pts, layer=0)
+    with pytest.raises(ValueError, match="hidden layers"):
+        folded_fraction(fold, pts, layer=4)
+
+
+def test_decision_frame_is_a_rigid_motion_with_the_line_at_zero(moons, separable):
+    xtr, ytr, _, _ = moons
+    _, record = separable
+    snap = record.model_at(record.separable_step)
+    grid, curves = mesh_grid_lines(n_lines=5, n_points=20), tendency_curves(20)
+    view = hidden_view(snap, xtr, grid, curves, y=ytr)
+    turned = decision_frame(view)
+    # first coordinate: signed distance to the decision line, positive on the class-1 side
+    w = np.asarray(view.boundary[0])
+    assert np.allclose(turned.points[:, 0], (view.points @ w + view.boundary[1]) / np.linalg.norm(w), atol=1e-6)
+    assert np.array_equal(turned.points[:, 0] > 0, ytr.numpy() == 1)
+    # distances are kept, so crossings and folds look the same
+    d = lambda p: np.linalg.norm(p[:, None] - p[None], axis=-1)  # noqa: E731
+    assert np.allclose(d(turned.points[:50]), d(view.points[:50]), atol=1e-5)
+    assert turned.grid.shape == view.grid.shape and turned.curves.shape == view.curves.shape
+    assert np.allclose(turned.boundary[0], [1.0, 0.0]) and turned.boundary[1] == 0.0
+    with pytest.raises(ValueError, match="decision line"):
+        decision_frame(hidden_view(None, xtr, grid, curves))
