@@ -18,5 +18,5 @@ def _have_mnist() -> bool:
 @pytest.fixture(scope="session")
 def mnist_available():
     if not _have_mnist():
-        pytest.fail("MNIST not found: set DGMLAB_DATA to a folder holding mnist/*.gz (e.g. ../shared/data)")
+        pytest.fail("MNIST not found: set DGMLAB_DATA to a folder holding mnist/*.gz")
     return True

@@ -90,7 +90,7 @@ def fetch(spec: RemoteFile, download: bool = True) -> Path:
     raise DataError(
         f"{spec.dataset} file {spec.name} was not found in {', '.join(looked)} and could not be downloaded "
         f"({detail}). Fix: set DGMLAB_DATA to a folder holding {spec.dataset}/{spec.name} "
-        f"(e.g. DGMLAB_DATA=../shared/data), or run once on a machine with internet access.")
+        f"(e.g. DGMLAB_DATA=$HOME/data with $HOME/data/mnist/*.gz), or run once on a machine with internet access.")
 
 
 def _download(url: str, target: Path, spec: RemoteFile) -> None:
