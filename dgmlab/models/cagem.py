@@ -430,20 +430,10 @@ class CaGeM(SemiSupervisedModel):
         return {"test_error": 100.0 * (picks != y).float().mean().item(),
                 f"test_error_{other_name}": 100.0 * (picks_other != y).float().mean().item(), **out}
 
-    @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, k: int = 5000, chunk: int = 500) -> torch.Tensor:
-        """Importance-weighted ``L_k(x)`` per point (thesis eq. 3.31) with ``y`` summed out, as
-        :meth:`SemiSupervisedModel.log_likelihood` but with the pass sizes counted in clusters."""
-        self._check_x(x)
-        k_y = self.n_clusters
-        chunk = max(1, min(chunk, k, IW_MAX_ROWS // k_y))
-        per_pass = max(1, IW_MAX_ROWS // (chunk * k_y))
-        was_training = self.training
-        self.eval()
-        out = torch.cat([chunked_log_mean_exp(lambda n, xb=xb: self._log_weights(xb, n), k, chunk)
-                         for xb in x.split(per_pass)])
-        self.train(was_training)
-        return out
+    @property
+    def _n_summed_values(self) -> int:
+        """The importance-weighted log-likelihood sums over the clusters (the classes when supervised)."""
+        return self.n_clusters
 
     # ------------------------------------------------------------------------------------ analysis helpers
     @torch.no_grad()

@@ -284,7 +284,7 @@ class SemiSupervisedModel(Model):
         ``U(x)`` (Jensen over ``y``); it grows with ``k`` towards ``log p(x)``.
         """
         self._check_x(x)
-        n_classes = self.config.n_classes
+        n_classes = self._n_summed_values
         chunk = max(1, min(chunk, k, IW_MAX_ROWS // n_classes))
         per_pass = max(1, IW_MAX_ROWS // (chunk * n_classes))
         was_training = self.training
@@ -293,6 +293,11 @@ class SemiSupervisedModel(Model):
                          for xb in x.split(per_pass)])
         self.train(was_training)
         return out
+
+    @property
+    def _n_summed_values(self) -> int:
+        """How many values of ``y`` every importance sample sums over (the classes; a clustering model's clusters)."""
+        return self.config.n_classes
 
     # ---------------------------------------------------------------------------------- subclass interface
     def _free_bits(self, bound: Bound) -> torch.Tensor | float:
