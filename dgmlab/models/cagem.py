@@ -87,9 +87,8 @@ import torch
 from dgmlab import nn as dnn
 from dgmlab.models import register
 from dgmlab.models.base import Output, check_labels
-from dgmlab.models.m2 import IW_MAX_ROWS, SemiSupervisedConfig, SemiSupervisedModel
+from dgmlab.models.m2 import SemiSupervisedConfig, SemiSupervisedModel
 from dgmlab.nn import frozen_running_stats, running_stats_mode
-from dgmlab.objectives.importance import chunked_log_mean_exp
 from dgmlab.objectives.kl import kl_temperature
 from dgmlab.objectives.semisupervised import (Bound, add_class_axis, categorical_entropy, classification_loss,
                                               glorot_init, one_hot, one_hot_classes, reparameterize,
