@@ -473,20 +473,22 @@ class HierarchicalVAE(Model):
             return p_x.mean if mean else p_x.sample()
 
 
+def thesis_mnist_recipe(variant: str) -> dict:
+    """The MNIST recipe of thesis 5.1.1 shared by the hierarchical VAE and the Ladder VAE (``variant`` names which)."""
+    return {"model": {"batch_norm": True, "batch_norm_heads": True, "warmup_epochs": 200},
+            "train": {"epochs": 2000},
+            "source": f"thesis 5.1.1 (Sønderby et al. 2016, section 3), {variant}: 5 latent layers 64-32-16-8-4, "
+                      "two-layer MLPs 512-256-128-64-32, leaky ReLU 0.1, Bernoulli x, BN on all layers incl. mu and "
+                      "sigma, warm-up 0 -> 1 over 200 epochs, Adam 1e-3, batch 256, 2000 epochs, 1 MC and 1 IW sample"}
+
+
 @register
 class HVAE(HierarchicalVAE):
     """Hierarchical VAE with bottom-up inference q(z1|x) q(z2|z1)...q(zL|zL-1) (thesis 3.32-3.36)."""
 
     name: ClassVar[str] = "hvae"
     Config: ClassVar[type] = HVAEConfig
-    recipes: ClassVar[dict[str, dict]] = {
-        "mnist": {"model": {"batch_norm": True, "batch_norm_heads": True, "warmup_epochs": 200},
-                  "train": {"epochs": 2000},
-                  "source": "thesis 5.1.1 (Sønderby et al. 2016, section 3), the VAE+BN+WU baseline: 5 latent layers "
-                            "64-32-16-8-4, two-layer MLPs 512-256-128-64-32, leaky ReLU 0.1, Bernoulli x, BN on all "
-                            "layers incl. mu and sigma, warm-up 0 -> 1 over 200 epochs, Adam 1e-3, batch 256, "
-                            "2000 epochs, 1 MC and 1 IW sample"},
-    }
+    recipes: ClassVar[dict[str, dict]] = {"mnist": thesis_mnist_recipe("the VAE+BN+WU baseline")}
 
     def __init__(self, config: HVAEConfig):
         super().__init__(config)

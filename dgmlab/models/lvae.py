@@ -39,7 +39,7 @@ from torch import nn
 
 from dgmlab import nn as dnn
 from dgmlab.models import register
-from dgmlab.models.hvae import HierarchicalVAE, HVAEConfig, draw, gaussian_head, normal
+from dgmlab.models.hvae import HierarchicalVAE, HVAEConfig, draw, gaussian_head, normal, thesis_mnist_recipe
 
 
 def precision_weighted_merge(mu1: torch.Tensor, var1: torch.Tensor, mu2: torch.Tensor,
@@ -79,14 +79,7 @@ class LVAE(HierarchicalVAE):
 
     name: ClassVar[str] = "lvae"
     Config: ClassVar[type] = LVAEConfig
-    recipes: ClassVar[dict[str, dict]] = {
-        "mnist": {"model": {"batch_norm": True, "batch_norm_heads": True, "warmup_epochs": 200},
-                  "train": {"epochs": 2000},
-                  "source": "thesis 5.1.1 (Sønderby et al. 2016, section 3), LVAE+BN+WU: 5 latent layers "
-                            "64-32-16-8-4, two-layer MLPs 512-256-128-64-32, leaky ReLU 0.1, Bernoulli x, BN on all "
-                            "layers incl. mu and sigma, warm-up 0 -> 1 over 200 epochs, Adam 1e-3, batch 256, "
-                            "2000 epochs, 1 MC and 1 IW sample"},
-    }
+    recipes: ClassVar[dict[str, dict]] = {"mnist": thesis_mnist_recipe("LVAE+BN+WU")}
 
     def __init__(self, config: LVAEConfig):
         super().__init__(config)
