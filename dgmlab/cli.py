@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=f"models:\n{_model_help()}\n\ndatasets:\n{datasets}")
     t.add_argument("model", help="model name (see the list below)")
     t.add_argument("--data", required=True, help="dataset name (see the list below)")
-    t.add_argument("--labels", type=int, default=None, help="size of the class-balanced labelled subset")
+    t.add_argument("--labels", type=_labels_arg, default=None,
+                   help="size of the class-balanced labelled subset, or 'all' (every training point labelled)")
+    t.add_argument("--inputs", choices=("simple", "complex"), default=None,
+                   help="pv: the sensors the model sees: simple = (I, V), complex = all six (default simple)")
     t.add_argument("--epochs", type=int, default=None, help="training epochs (default: the model's own)")
     t.add_argument("--seed", type=int, default=0, help="random seed (weights, data order, labels, samples)")
     t.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (cuda when available)")
@@ -104,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list the models, the datasets and the thesis' recipe for each pair")
     return parser
+
+
+def _labels_arg(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
 
 
 def _parse_overrides(items: list[str], config_cls=None) -> dict:
@@ -167,10 +179,16 @@ def _train(args) -> int:
     out = Path(args.out or f"runs/{args.model}-{args.data}-seed{args.seed}")
     _check_writable(out)
     trim = args.trim if args.trim is not None else getattr(cls, "trim_mnist", False)
+    if args.inputs is not None and args.data != "pv":
+        raise SystemExit(f"error: --inputs selects the sensors of --data pv; {args.data} has none (drop --inputs)")
+    if isinstance(args.labels, int) and args.labels < 1:
+        raise SystemExit(f"error: --labels must be a positive integer or 'all', got {args.labels}")
     data_info = {"name": args.data, "labels": args.labels, "seed": args.seed, "trim": bool(trim),
                  "n_train": args.n_train, "n_test": args.n_test}
+    if args.data == "pv":
+        data_info["inputs"] = args.inputs or "simple"
     data = load_data(args.data, labels=args.labels, seed=args.seed, trim=trim and args.data == "mnist",
-                     n_train=args.n_train, n_test=args.n_test)
+                     n_train=args.n_train, n_test=args.n_test, inputs=data_info.get("inputs"))
     if cls.setting == "supervised":
         data = data.labelled_only()  # a supervised baseline sees only the labelled points
     overrides = {**recipe_model, **overrides}
@@ -257,7 +275,7 @@ def _eval(args) -> int:
     n_test = args.n_test if args.n_test is not None else info.get("n_test")
     data = load_data(info["name"], labels=info.get("labels"), seed=info.get("seed", 0),
                      trim=info.get("trim", False) and info["name"] == "mnist", n_train=info.get("n_train"),
-                     n_test=n_test)
+                     n_test=n_test, inputs=info.get("inputs"))
     seed_everything(args.seed)
     start = time.perf_counter()
     results = evaluate(model, data)

@@ -16,7 +16,11 @@ from dgmlab.data import halfmoons, mnist
 DATASETS = {
     "halfmoons": "two half-moons; supervised (chapter 2) or, with --labels 6, the six fixed labelled points (chapter 4)",
     "mnist": "MNIST, dynamically binarised; --trim keeps the 444 pixels with std > 0.1 (thesis section 4.1)",
+    "pv": "SIMULATED photovoltaic string (pvlib), 10 conditions of thesis Table 6.1; --inputs simple (I, V) or "
+          "complex (all six sensors); --seed draws the 80/20 split and the labels (thesis chapter 6)",
 }
+ALL_LABELS = "all"
+"""``labels=ALL_LABELS``: every training point is labelled (the fully supervised runs of a semi-supervised model)."""
 
 
 @dataclass
@@ -37,6 +41,8 @@ class DataBundle:
     dynamic_binarization: bool = False
     image_shape: tuple[int, int] | None = None
     pixel_mask: torch.Tensor | None = None
+    class_names: tuple[str, ...] | None = None
+    feature_names: tuple[str, ...] | None = None
     x_labelled: torch.Tensor | None = None
     y_labelled: torch.Tensor | None = None
     test_seed: int = 0
@@ -113,22 +119,30 @@ def balanced_subset(y: torch.Tensor, n_labels: int, n_classes: int, seed: int) -
     return torch.cat(picks).sort().values
 
 
-def load_data(name: str, labels: int | None = None, seed: int = 0, trim: bool = False,
-              n_train: int | None = None, n_test: int | None = None) -> DataBundle:
+def load_data(name: str, labels: int | str | None = None, seed: int = 0, trim: bool = False,
+              n_train: int | None = None, n_test: int | None = None, inputs: str | None = None) -> DataBundle:
     """Load a dataset by name (see :data:`DATASETS`).
 
     Args:
-        name: ``halfmoons`` or ``mnist``.
-        labels: size of the class-balanced labelled subset (semi-supervised); ``None`` for all labels.
+        name: ``halfmoons``, ``mnist`` or ``pv``.
+        labels: size of the class-balanced labelled subset (semi-supervised); ``"all"`` labels every training
+            point (a semi-supervised model trained fully supervised); ``None`` for plain supervised data.
             For ``halfmoons`` only 6 is allowed: the six fixed points of the thesis' experiment.
-        seed: seed of the labelled-subset draw.
+        seed: seed of the labelled-subset draw (``pv``: also of the 80/20 train/test split, one Monte Carlo fold).
         trim: MNIST only: keep the 444 pixels with training std > 0.1.
         n_train, n_test: keep only the first points (for quick runs).
+        inputs: ``pv`` only: ``"simple"`` (I, V; the default) or ``"complex"`` (all six sensors).
     """
+    if labels is not None and labels != ALL_LABELS and (not isinstance(labels, int) or isinstance(labels, bool)):
+        raise ValueError(f"labels must be a positive integer or 'all', got {labels!r}")
+    if inputs is not None and name != "pv":
+        raise ValueError(f"inputs= selects the sensors of the pv dataset; {name} has no such option (drop --inputs)")
     if name == "halfmoons":
         data = _halfmoons(labels)
     elif name == "mnist":
         data = _mnist(labels, seed, trim)
+    elif name == "pv":
+        data = _pv(labels, seed, inputs or "simple")
     else:
         raise ValueError(f"unknown dataset {name!r}; available datasets: {', '.join(sorted(DATASETS))}")
     if n_train is not None:
@@ -138,10 +152,22 @@ def load_data(name: str, labels: int | None = None, seed: int = 0, trim: bool = 
     return data
 
 
+def _label(data: DataBundle, labels: int | str | None, seed: int) -> DataBundle:
+    if labels == ALL_LABELS:
+        data.x_labelled, data.y_labelled = data.x_train, data.y_train
+    elif labels is not None:
+        idx = balanced_subset(data.y_train, labels, data.n_classes, seed)
+        data.x_labelled, data.y_labelled = data.x_train[idx], data.y_train[idx]
+    return data
+
+
 def _halfmoons(labels: int | None) -> DataBundle:
     if labels is None:
         xtr, ytr, xte, yte = halfmoons.supervised_moons()
         return DataBundle("halfmoons", xtr, ytr, xte, yte, n_classes=2, likelihood="gaussian")
+    if labels == ALL_LABELS:
+        xtr, ytr, xte, yte = halfmoons.supervised_moons()
+        return _label(DataBundle("halfmoons", xtr, ytr, xte, yte, n_classes=2, likelihood="gaussian"), labels, 0)
     if labels != 6:
         raise ValueError(f"halfmoons supports --labels 6 (the six fixed labelled points of the thesis), got {labels}")
     xtr, ytr, xte, yte, xl, yl = halfmoons.semi_supervised_moons()
@@ -155,10 +181,17 @@ def _mnist(labels: int | None, seed: int, trim: bool) -> DataBundle:
         xtr, xte = xtr[:, mask], xte[:, mask]
     data = DataBundle("mnist", xtr, ytr, xte, yte, n_classes=10, likelihood="bernoulli", dynamic_binarization=True,
                       image_shape=(28, 28), pixel_mask=mask)
-    if labels is not None:
-        idx = balanced_subset(ytr, labels, 10, seed)
-        data.x_labelled, data.y_labelled = xtr[idx], ytr[idx]
-    return data
+    return _label(data, labels, seed)
+
+
+def _pv(labels: int | str | None, seed: int, inputs: str) -> DataBundle:
+    from dgmlab.data.pv import load_pv_arrays  # pvlib and pandas load only when the PV data is asked for
+
+    # The simulated recording is one fixed "plant" (simulation seed 0); ``seed`` draws the Monte Carlo fold.
+    s = load_pv_arrays(seed=0, inputs=inputs, split_seed=seed)
+    data = DataBundle("pv", s.x_train, s.y_train, s.x_test, s.y_test, n_classes=len(s.classes), likelihood="gaussian",
+                      class_names=tuple(s.classes), feature_names=tuple(s.sensors))
+    return _label(data, labels, seed)
 
 
 def iterate_batches(data: DataBundle, setting: str, batch_size: int, generator: torch.Generator,

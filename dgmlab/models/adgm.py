@@ -93,7 +93,9 @@ class ADGM(SemiSupervisedModel):
     skip_connection = False  # True for the SDGM: p(x | a, y, z)
     recipes = {**SemiSupervisedModel.recipes,
                "halfmoons": {**SemiSupervisedModel.recipes["halfmoons"],
-                             "model": {**SemiSupervisedModel.recipes["halfmoons"]["model"], "a_dim": 10}}}
+                             "model": {**SemiSupervisedModel.recipes["halfmoons"]["model"], "a_dim": 10}},
+               "pv": {**SemiSupervisedModel.recipes["pv"],
+                      "model": {**SemiSupervisedModel.recipes["pv"]["model"], "a_dim": 10}}}
 
     def __init__(self, config: ADGMConfig):
         super().__init__(config)

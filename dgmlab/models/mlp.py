@@ -30,6 +30,10 @@ class MLPClassifier(Model):
     name = "mlp"
     setting = "supervised"
     Config = MLPConfig
+    recipes = {"pv": {"model": {"hidden": (50, 50), "dropout": 0.5}, "train": {"epochs": 40, "lr": 1e-3},
+                      "source": "thesis chapter 6 (appendix D section III-B): x -> 50 -> 50 -> softmax, ReLU, dropout "
+                                "0.5; Adam 1e-3, batches of 100, 40 epochs of the full data (our choices, reproduction "
+                                "notes rn-pv-recipe)"}}
 
     def __init__(self, config: MLPConfig):
         super().__init__(config)
@@ -51,6 +55,11 @@ class MLPClassifier(Model):
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``q(y|x)``."""
         return self.forward(x).softmax(-1)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted labels ``(B,)`` (the same rule as the semi-supervised models' ``predict``)."""
+        return self.forward(x).argmax(-1)
 
     def step(self, batch, epoch) -> Output:
         x, y = batch["x"], batch["y"]
