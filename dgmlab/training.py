@@ -143,7 +143,7 @@ def _train_epoch(model, data, cfg, optimizer, generator, epoch, device, show) ->
     from tqdm.auto import tqdm
 
     model.train()
-    batches = iterate_batches(data, type(model).setting, cfg.batch_size, generator, cfg.labelled_batch_size, device)
+    batches = iterate_batches(data, model.setting, cfg.batch_size, generator, cfg.labelled_batch_size, device)
     n_batches = max(len(data.x_train) // cfg.batch_size, 1)
     if cfg.max_batches is not None:
         n_batches = min(n_batches, cfg.max_batches)

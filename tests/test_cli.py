@@ -133,3 +133,34 @@ def test_bad_options_from_the_shell_print_one_line(tmp_path):
                           "--epochs", "0", "--out", str(tmp_path / "r")], capture_output=True, text=True)
     assert res.returncode != 0 and res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
     assert res.stderr.startswith("error: --epochs")
+
+
+def test_unsupervised_cagem_trains_without_labels(tmp_path, mnist_available):
+    """CaGeM-0: ``n_clusters`` makes the model unsupervised, so the loop feeds it plain ``{"x": ...}`` batches
+    (the instance's setting, not the class's) and no ``--labels`` is needed."""
+    out = tmp_path / "cagem0"
+    rc = main(["train", "cagem", "--data", "mnist", "--set", "n_clusters=5", "--set", "hidden=(32,)",
+               "--set", "hidden_z=(16,)", "--epochs", "1", "--max-batches", "2", "--n-test", "100", "--out", str(out),
+               "--no-progress"])
+    assert rc == 0
+    final = json.loads((out / "metrics.json").read_text())["final"]
+    assert "test_cluster_accuracy" in final and "test_error" not in final
+
+
+def test_labels_all_labels_every_training_point(tmp_path):
+    out = tmp_path / "m2all"
+    assert main(["train", "m2", "--data", "halfmoons", "--labels", "all", "--epochs", "1", "--max-batches", "2",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["labels"] == "all"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--labels", "some"], "expected a positive integer or 'all'"),
+    (["--labels", "0"], "--labels must be a positive integer or 'all'"),
+    (["--inputs", "complex"], "--inputs selects the sensors of --data pv"),
+])
+def test_bad_labels_and_inputs_give_one_clear_line(tmp_path, args, message, capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["train", "m2", "--data", "halfmoons", "--out", str(tmp_path / "r"), "--no-progress", *args])
+    text = str(err.value) + capsys.readouterr().err
+    assert message in text
