@@ -935,3 +935,444 @@ def check_alpha(alpha_weight: Callable) -> None:
                 _fail(ex, "the ratio is upside down: alpha = beta * N / N_l grows when labels are scarce")
             _fail(ex, f"alpha(beta={beta}, N={n_total}, N_l={n_l}) should be {want:g}, got {got:g}")
     _passed(ex, "alpha = beta * N / N_l (60 for MNIST with 100 labels and beta = 0.1)")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Lab 4: the ladder VAE, its precision-weighted merge and KL warm-up (thesis eqs. 5.1-5.5; Sønderby et al. 2016,
+# eqs. 16-20; reproduction notes rn-warmup)
+# ----------------------------------------------------------------------------------------------------------------------
+
+__all__ += ["check_precision_weighted_merge", "check_temperature", "check_temperature_schedule", "check_warmup_loss",
+            "check_top_down", "TinyLVAE"]
+
+
+def _merge_inputs(seed: int, shape=(3, 4)):
+    """Means in [-3, 3] and variances in [0.2, 5], drawn so that the two variances of a unit clearly differ."""
+    gen = torch.Generator().manual_seed(seed)
+    mu_q = 6 * torch.rand(shape, generator=gen, dtype=torch.float64) - 3
+    mu_p = 6 * torch.rand(shape, generator=gen, dtype=torch.float64) - 3
+    var_q = torch.exp(math.log(0.2) + math.log(25) * torch.rand(shape, generator=gen, dtype=torch.float64))
+    var_p = var_q * torch.where(torch.rand(shape, generator=gen) < 0.5, 1 / 4.0, 4.0).double()
+    return mu_q, var_q, mu_p, var_p.clamp(0.2, 5.0) + 0.05
+
+
+def _grid_product_moments(mu1: float, var1: float, mu2: float, var2: float, n: int = 400_001) -> tuple[float, float]:
+    """Mean and variance of the normalised product ``N(z; mu1, var1) N(z; mu2, var2) / Z``, computed numerically
+    (Riemann sums on a fine grid, in log space) without using the closed form."""
+    sd = math.sqrt(max(var1, var2))
+    z = np.linspace(min(mu1, mu2) - 12 * sd, max(mu1, mu2) + 12 * sd, n)
+    log_f = -0.5 * (z - mu1) ** 2 / var1 - 0.5 * (z - mu2) ** 2 / var2  # constants cancel in the normalisation
+    w = np.exp(log_f - log_f.max())
+    w /= w.sum()
+    mean = float(np.sum(w * z))
+    return mean, float(np.sum(w * (z - mean) ** 2))
+
+
+def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest elementwise relative difference (scaled by max(|b|, 1e-3))."""
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return float(((a - b).abs() / b.abs().clamp_min(1e-3)).max())
+
+
+@_keeps_rng
+def check_precision_weighted_merge(precision_weighted_merge: Callable, seed: int = 0) -> None:
+    """Exercise 4a: ``var = 1 / (1/var_q + 1/var_p)``, ``mu = (mu_q/var_q + mu_p/var_p) * var`` (eqs. 5.3-5.4),
+    compared with the moments of the normalised product of the two densities computed on a grid."""
+    __tracebackhide__ = True
+    ex = "4a"
+    mu_q, var_q, mu_p, var_p = _merge_inputs(seed)
+    out = _call(ex, precision_weighted_merge, mu_q.clone(), var_q.clone(), mu_p.clone(), var_p.clone())
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        _fail(ex, f"return a pair (mu, var), got {type(out).__name__}")
+    mu = _t(out[0], ex, "the merged mean")
+    var = _t(out[1], ex, "the merged variance")
+    for name, value in (("the merged mean", mu), ("the merged variance", var)):
+        if value.shape != mu_q.shape:
+            _fail(ex, f"{name} has shape {tuple(value.shape)}, expected {tuple(mu_q.shape)}: the merge works unit by "
+                      f"unit (elementwise), with no sums or means over any axis")
+    # The reference: the normalised product of the two densities, unit by unit, on a grid.
+    grid = [_grid_product_moments(*(float(t.reshape(-1)[k]) for t in (mu_q, var_q, mu_p, var_p)))
+            for k in range(mu_q.numel())]
+    want_mu = torch.tensor([g[0] for g in grid], dtype=torch.float64).reshape(mu_q.shape)
+    want_var = torch.tensor([g[1] for g in grid], dtype=torch.float64).reshape(mu_q.shape)
+    tol, exact = 1e-6, 1e-9
+    exact_var = 1 / (1 / var_q + 1 / var_p)
+    if _max_rel(var, want_var) > tol:
+        cands = {
+            "you added the variances. Multiplying two Gaussian densities adds their PRECISIONS (inverse variances): "
+            "1/var = 1/var_q + 1/var_p, so the merged variance is smaller than either input (two sources of "
+            "information about z are more certain than one)": var_q + var_p,
+            "you returned the standard deviation; return the variance var = 1 / (1/var_q + 1/var_p) itself (take the "
+            "square root only when you sample)": exact_var.sqrt(),
+            "you returned the log-variance; return the variance var = 1 / (1/var_q + 1/var_p) itself": exact_var.log(),
+            "you returned the precision 1/var_q + 1/var_p; the merged variance is its inverse": 1 / exact_var,
+            "var_q and var_p are already variances (the thesis' eq. 5.4 writes sigma for them), so their precisions "
+            "are 1/var_q and 1/var_p, not 1/var_q^2 and 1/var_p^2": 1 / (1 / var_q ** 2 + 1 / var_p ** 2),
+            "you averaged the two variances; the precisions add instead: var = 1 / (1/var_q + 1/var_p)":
+                (var_q + var_p) / 2,
+        }
+        for advice, value in cands.items():
+            if _max_rel(var, value) < exact:
+                _fail(ex, advice)
+        _fail(ex, f"the merged variance differs from the variance of the normalised product of the two densities "
+                  f"(computed on a grid) by up to {_max_rel(var, want_var):.2g} (relative); "
+                  f"var = 1 / (1/var_q + 1/var_p)")
+    if _max_rel(mu, want_mu) > tol:
+        cands = {
+            "you averaged the two means with equal weights. Weight each mean by its own precision, "
+            "mu = (mu_q/var_q + mu_p/var_p) * var: the more certain of the two (smaller variance) pulls harder":
+                (mu_q + mu_p) / 2,
+            "the weights are swapped: each mean was weighted by the OTHER term's precision (the same as weighting it "
+            "by its own variance), so the less certain term wins. Use mu = (mu_q/var_q + mu_p/var_p) * var":
+                (mu_q / var_p + mu_p / var_q) / (1 / var_q + 1 / var_p),
+            "the precision-weighted sum of the means must be normalised: multiply mu_q/var_q + mu_p/var_p by the "
+            "merged variance var (that is, divide by 1/var_q + 1/var_p)": mu_q / var_q + mu_p / var_p,
+            "you weighted the means by 1/sigma; the weights are the precisions 1/sigma^2 = 1/var":
+                (mu_q / var_q.sqrt() + mu_p / var_p.sqrt()) / (1 / var_q.sqrt() + 1 / var_p.sqrt()),
+            "you added the variances inside the mean: mu = (mu_q/var_q + mu_p/var_p) * var with the MERGED variance "
+            "var = 1 / (1/var_q + 1/var_p)": (mu_q / var_q + mu_p / var_p) * (var_q + var_p),
+        }
+        for advice, value in cands.items():
+            if _max_rel(mu, value) < exact:
+                _fail(ex, advice)
+        _fail(ex, f"the merged mean differs from the mean of the normalised product of the two densities (computed on "
+                  f"a grid) by up to {_max_rel(mu, want_mu):.2g} (relative); mu = (mu_q/var_q + mu_p/var_p) * var")
+    # Broadcasting: one prior shared by a batch, as when a layer's prior is a constant.
+    mu_b, var_b = _call(ex, precision_weighted_merge, mu_q, var_q, mu_p[:1], var_p[:1])
+    if tuple(mu_b.shape) != tuple(mu_q.shape) or _max_rel(var_b, 1 / (1 / var_q + 1 / var_p[:1])) > exact:
+        _fail(ex, "with a prior of shape (1, d) and a likelihood term of shape (batch, d) the result should broadcast "
+                  "to (batch, d); use elementwise tensor operations only")
+    _passed(ex, f"mean and variance match the normalised product of the two densities, computed on a grid, for "
+                f"{mu_q.numel()} pairs of Gaussians (relative error < {tol:g})")
+
+
+def _ref_temperature(epoch: int, warmup_epochs: int) -> float:
+    return 1.0 if warmup_epochs == 0 else min(1.0, epoch / warmup_epochs)
+
+
+def _call_temperature(ex: str, temperature: Callable, epoch: int, warmup_epochs: int) -> float:
+    __tracebackhide__ = True
+    try:
+        value = _call(ex, temperature, epoch, warmup_epochs)
+    except ZeroDivisionError:
+        _fail(ex, f"temperature({epoch}, {warmup_epochs}) divided by zero: warmup_epochs = 0 means that warm-up is "
+                  f"switched off, so return 1.0 (the full bound) before dividing by warmup_epochs")
+    arr = _np(value, ex, f"temperature({epoch}, {warmup_epochs})")
+    if arr.size != 1:
+        _fail(ex, f"temperature(epoch, warmup_epochs) should return one number, got shape {arr.shape}")
+    return float(arr.reshape(()))
+
+
+@_keeps_rng
+def check_temperature(temperature: Callable) -> None:
+    """Exercise 4b: the warm-up temperature ``T = min(1, epoch / N)`` with epochs counted from 0; ``N = 0``: ``T = 1``
+    (thesis eq. 5.5; Sønderby et al. section 2.3; reproduction notes rn-warmup)."""
+    __tracebackhide__ = True
+    ex = "4b"
+    for n in (4, 10, 1, 200):
+        epochs = list(range(n + 4)) if n <= 10 else [0, 1, 50, 100, 199, 200, 201, 400]
+        got = [_call_temperature(ex, temperature, e, n) for e in epochs]
+        want = [_ref_temperature(e, n) for e in epochs]
+        if np.allclose(got, want, rtol=0, atol=1e-12):
+            continue
+        table = ", ".join(f"T({e}) = {g:g}" for e, g in list(zip(epochs, got))[:7])
+        cands = {
+            "the temperature keeps growing after warm-up: clamp it at 1, T = min(1, epoch / warmup_epochs) (a "
+            "temperature above 1 would weigh the KL terms more than the bound does)": [e / n for e in epochs],
+            "off by one: epochs count from 0, and the first epoch runs at T = 0 (a plain auto-encoder); use "
+            "T = min(1, epoch / warmup_epochs), which reaches 1 at epoch warmup_epochs":
+                [min(1.0, (e + 1) / n) for e in epochs],
+            "off by one and not clamped: T = min(1, epoch / warmup_epochs), starting at 0 in epoch 0":
+                [(e + 1) / n for e in epochs],
+            "off by one: T reaches 1 one epoch too early; divide by warmup_epochs, not warmup_epochs - 1":
+                [min(1.0, e / (n - 1)) if n > 1 else 1.0 for e in epochs],
+            "off by one: T reaches 1 one epoch too late; divide by warmup_epochs, not warmup_epochs + 1":
+                [min(1.0, e / (n + 1)) for e in epochs],
+            "the schedule runs backwards: T rises from 0 to 1 (the KL terms are switched ON gradually)":
+                [max(0.0, 1 - e / n) for e in epochs],
+            "integer division: epoch // warmup_epochs jumps from 0 to 1; use true division, epoch / warmup_epochs":
+                [min(1, e // n) for e in epochs],
+        }
+        for advice, value in cands.items():
+            if np.allclose(got, value, rtol=0, atol=1e-12):
+                _fail(ex, f"{advice} (warmup_epochs = {n}: {table}, ...)")
+        _fail(ex, f"with warmup_epochs = {n} the temperatures should be {[round(w, 4) for w in want[:7]]} for epochs "
+                  f"{epochs[:7]}, got {[round(g, 4) for g in got[:7]]}; T = min(1, epoch / warmup_epochs)")
+    for e in (0, 3, 1000):
+        got = _call_temperature(ex, temperature, e, 0)
+        if got != 1.0:
+            _fail(ex, f"temperature({e}, 0) = {got:g}: warmup_epochs = 0 means that warm-up is off, so the bound is "
+                      f"used in full from the start, T = 1")
+    _passed(ex, "T = min(1, epoch / N) from T = 0 in epoch 0, and T = 1 when warm-up is off (N = 0)")
+
+
+@_keeps_rng
+def check_temperature_schedule(temperatures_for_run: Callable) -> None:
+    """Exercise 4b: the temperature of every gradient step of a run, constant within an epoch."""
+    __tracebackhide__ = True
+    ex = "4b"
+    for n_epochs, steps, n in ((7, 5, 4), (3, 4, 0), (4, 30, 2)):
+        out = _call(ex, temperatures_for_run, n_epochs, steps, n)
+        got = _np(list(out) if not isinstance(out, torch.Tensor) else out, ex, "the temperatures").reshape(-1)
+        if len(got) != n_epochs * steps:
+            _fail(ex, f"temperatures_for_run({n_epochs}, {steps}, {n}) returned {len(got)} values; return one "
+                      f"temperature per gradient step, n_epochs * steps_per_epoch = {n_epochs * steps} in all")
+        want = np.array([_ref_temperature(e, n) for e in range(n_epochs) for _ in range(steps)])
+        if np.allclose(got, want, rtol=0, atol=1e-12):
+            continue
+        per_epoch = got.reshape(n_epochs, steps)
+        if np.any(np.ptp(per_epoch, axis=1) > 1e-12):
+            e = int(np.argmax(np.ptp(per_epoch, axis=1) > 1e-12))
+            _fail(ex, f"the temperature changes within epoch {e} ({per_epoch[e, 0]:g} ... {per_epoch[e, -1]:g}): "
+                      f"it advanced per batch (gradient step). Warm-up here is per epoch: compute the epoch of each "
+                      f"step (step // steps_per_epoch) and use temperature(epoch, warmup_epochs) for every step of "
+                      f"that epoch")
+        _fail(ex, f"with {n_epochs} epochs of {steps} steps and warmup_epochs = {n} the per-epoch temperatures should "
+                  f"be {want[::steps].round(4).tolist()}, got {per_epoch[:, 0].round(4).tolist()}; make check 4b "
+                  f"pass first, then use temperature(epoch, warmup_epochs) for every step of each epoch")
+    _passed(ex, "one temperature per step, constant within each epoch")
+
+
+def _warmup_terms(seed: int, batch: int = 6):
+    gen = torch.Generator().manual_seed(seed)
+    log_px = -100 + 10 * torch.randn(batch, generator=gen, dtype=torch.float64)
+    kl1 = 20 + 3 * torch.rand(batch, generator=gen, dtype=torch.float64)
+    kl2 = 5 + torch.rand(batch, generator=gen, dtype=torch.float64)
+    return log_px, kl1, kl2
+
+
+@_keeps_rng
+def check_warmup_loss(warmup_loss: Callable, seed: int = 0) -> None:
+    """Exercise 4c: ``loss = -mean(log p(x|z1) - T * (KL_1 + KL_2))`` (thesis eq. 5.5): the temperature multiplies the
+    KL terms of every layer and never the reconstruction term."""
+    __tracebackhide__ = True
+    ex = "4c"
+    log_px, kl1, kl2 = _warmup_terms(seed)
+    for t in (0.25, 0.0, 1.0, 0.6):
+        got = _t(_call(ex, warmup_loss, log_px.clone(), [kl1.clone(), kl2.clone()], t), ex, "the loss")
+        if got.numel() != 1:
+            _fail(ex, f"the loss has shape {tuple(got.shape)}; return one number, the mean over the batch")
+        g = float(got)
+        want = -(log_px - t * (kl1 + kl2)).mean()
+        if abs(g - want.item()) < 1e-6 * abs(want.item()):  # float32 rounding passes, every mistake below fails
+            continue
+        k = kl1 + kl2
+        cands = {
+            "the temperature multiplies the reconstruction term log p(x|z1). It belongs on the KL terms only: "
+            "loss = -mean(log p(x|z1) - T * (KL_1 + KL_2)); at T = 0 the model is then a plain auto-encoder that "
+            "still learns to reconstruct": -(t * log_px - k).mean(),
+            "the temperature multiplies the reconstruction term as well as the KL terms, that is, the whole loss. "
+            "That only rescales the gradient (at T = 0 nothing is learnt at all); warm-up changes the balance between "
+            "the two parts: loss = -mean(log p(x|z1) - T * (KL_1 + KL_2))": -t * (log_px - k).mean(),
+            "the temperature multiplies only the KL of z1; it multiplies the KL terms of every layer, z2 included":
+                -(log_px - t * kl1 - kl2).mean(),
+            "the temperature multiplies only the KL of z2; it multiplies the KL terms of every layer, z1 included":
+                -(log_px - kl1 - t * kl2).mean(),
+            "the KL of z2 is missing: sum the KL terms of all layers, KL_1 + KL_2": -(log_px - t * kl1).mean(),
+            "the KL of z1 is missing: sum the KL terms of all layers, KL_1 + KL_2": -(log_px - t * kl2).mean(),
+            "the temperature is 1 - T: T itself multiplies the KL terms (T rises from 0 to 1 during warm-up)":
+                -(log_px - (1 - t) * k).mean(),
+            "you returned the bound; the optimiser minimises, so the loss is its negative": (log_px - t * k).mean(),
+            "the KL terms have the wrong sign: the bound is log p(x|z1) MINUS T times the KL terms":
+                -(log_px + t * k).mean(),
+            "you summed over the batch; average instead (.mean()) so that the learning rate does not depend on the "
+            "batch size": -(log_px - t * k).sum(),
+        }
+        for advice, value in cands.items():
+            if abs(g - value.item()) < 1e-6 * max(1.0, abs(value.item())):
+                _fail(ex, f"{advice} (checked at T = {t:g})")
+        _fail(ex, f"at T = {t:g} the loss should be {want.item():.4f} = -mean(log p(x|z1) - T * (KL_1 + KL_2)), got "
+                  f"{g:.4f}")
+    # gradients: d loss / d log p(x|z1) = -1/B whatever T, d loss / d KL_i = T / B
+    lp, k1, k2 = (v.clone().requires_grad_(True) for v in (log_px, kl1, kl2))
+    loss = _t(_call(ex, warmup_loss, lp, [k1, k2], 0.25), ex, "the loss")
+    if not loss.requires_grad:
+        _fail(ex, "the loss does not depend differentiably on its inputs: use torch operations, no .item() or NumPy")
+    loss.backward()
+    b = len(log_px)
+    if lp.grad is None or not torch.allclose(lp.grad, torch.full_like(lp, -1 / b)) or k1.grad is None \
+            or not torch.allclose(k1.grad, torch.full_like(k1, 0.25 / b)):
+        _fail(ex, "the loss has the right value but the wrong gradients: build it from the input tensors with torch "
+                  "operations, loss = -(log_px - T * (kl_1 + kl_2)).mean()")
+    _passed(ex, "T multiplies the KL terms of both layers and never log p(x|z1) (checked at T = 0, 0.25, 0.6 and 1)")
+
+
+class TinyLVAE(nn.Module):
+    """A two-layer ladder VAE with the interface of lab 4:
+
+    * ``bottom_up(x) -> [(mu_hat1, var_hat1), (mu_hat2, var_hat2)]``: the bottom-up Gaussian likelihood terms of
+      ``z1`` and ``z2`` (Sønderby et al. eqs. 13-15);
+    * ``prior_z1(z2) -> (mu_p1, var_p1)``: the generative prior ``p(z1|z2)``;
+    * ``decode(z1) -> logits`` of ``p(x|z1)`` (Bernoulli).
+
+    ``prior_inputs`` records (a copy of) the argument of every ``prior_z1`` call, so that a check can tell which
+    ``z2`` the prior was computed from."""
+
+    def __init__(self, x_dim: int = 10, z_dims: tuple[int, int] = (3, 2), hidden: int = 16):
+        super().__init__()
+        self.z_dims = tuple(z_dims)
+        self.up1 = nn.Sequential(nn.Linear(x_dim, hidden), nn.Tanh())
+        self.up2 = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())
+        self.hat1, self.hat2 = nn.Linear(hidden, 2 * z_dims[0]), nn.Linear(hidden, 2 * z_dims[1])
+        self.prior = nn.Sequential(nn.Linear(z_dims[1], hidden), nn.Tanh(), nn.Linear(hidden, 2 * z_dims[0]))
+        self.dec = nn.Sequential(nn.Linear(z_dims[0], hidden), nn.Tanh(), nn.Linear(hidden, x_dim))
+        self.prior_inputs: list[torch.Tensor] = []
+
+    @staticmethod
+    def _gaussian(out: torch.Tensor):
+        mu, s = out.chunk(2, -1)
+        return mu, F.softplus(s) + 1e-3
+
+    def bottom_up(self, x):
+        d1 = self.up1(x)
+        d2 = self.up2(d1)
+        return [self._gaussian(self.hat1(d1)), self._gaussian(self.hat2(d2))]
+
+    def prior_z1(self, z2):
+        self.prior_inputs.append(z2.detach().clone())
+        return self._gaussian(self.prior(z2))
+
+    def decode(self, z1):
+        return self.dec(z1)
+
+
+def _kl_normal(mu_q, var_q, mu_p, var_p) -> torch.Tensor:
+    """Per-unit ``KL(N(mu_q, var_q) || N(mu_p, var_p))`` via torch.distributions."""
+    return kl_divergence(Normal(mu_q, var_q.sqrt()), Normal(mu_p, var_p.sqrt()))
+
+
+def _ref_top_down(model: TinyLVAE, x: torch.Tensor, eps1: torch.Tensor, eps2: torch.Tensor) -> dict:
+    with torch.no_grad():
+        (mh1, vh1), (mh2, vh2) = model.bottom_up(x)
+        z2 = mh2 + vh2.sqrt() * eps2
+        mp1, vp1 = model._gaussian(model.prior(z2))  # not through prior_z1, which records its inputs
+        vq1 = 1 / (1 / vh1 + 1 / vp1)
+        mq1 = (mh1 / vh1 + mp1 / vp1) * vq1
+        z1 = mq1 + vq1.sqrt() * eps1
+        zeros, ones = torch.zeros_like(mh2), torch.ones_like(vh2)
+        return {"z1": z1, "z2": z2, "q1": (mq1, vq1), "p1": (mp1, vp1), "q2": (mh2, vh2), "hat1": (mh1, vh1),
+                "kl1": _kl_normal(mq1, vq1, mp1, vp1).sum(-1), "kl2": _kl_normal(mh2, vh2, zeros, ones).sum(-1),
+                "prior_at": lambda z: model._gaussian(model.prior(z))}
+
+
+def _same(a, b, tol: float = 1e-9) -> bool:
+    if not isinstance(a, torch.Tensor) or tuple(a.shape) != tuple(b.shape):
+        return False
+    return _rel(a.detach().double().cpu().numpy(), b.detach().double().cpu().numpy()) < tol
+
+
+@_keeps_rng
+def check_top_down(top_down: Callable, seed: int = 0) -> None:
+    """Exercise 4d: the top-down inference pass of a two-layer ladder VAE (thesis eqs. 5.1-5.4; Sønderby et al.
+    eqs. 16-19): ``z2 ~ q(z2|x) = N(mu_hat2, var_hat2)``, the prior ``p(z1|z2)`` at that SAMPLED ``z2``, merged with the
+    bottom-up term of ``z1``, ``z1 ~ q(z1|z2, x)``, and one KL term per layer."""
+    __tracebackhide__ = True
+    ex = "4d"
+    torch.manual_seed(seed)
+    model = TinyLVAE().double()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.bernoulli(torch.full((5, 10), 0.4, dtype=torch.float64), generator=gen)
+    eps1 = torch.randn(5, model.z_dims[0], generator=gen, dtype=torch.float64)
+    eps2 = torch.randn(5, model.z_dims[1], generator=gen, dtype=torch.float64)
+    ref = _ref_top_down(model, x, eps1, eps2)
+    model.prior_inputs.clear()
+    out = _call(ex, top_down, model, x.clone(), (eps1.clone(), eps2.clone()))
+    keys = ("z1", "z2", "q1", "p1", "q2", "kl1", "kl2")
+    if not isinstance(out, dict) or any(k not in out for k in keys):
+        _fail(ex, f"top_down must return the dict of the template with the keys {list(keys)}; keep its return line")
+    mh2, vh2 = ref["q2"]
+    mh1, vh1 = ref["hat1"]
+    # 1. the top layer: z2 ~ q(z2|x) = N(mu_hat2, var_hat2), reparameterised with eps2
+    z2 = out["z2"]
+    if not _same(z2, ref["z2"]):
+        if _same(z2, mh2 + vh2 * eps2):
+            _fail(ex, "z2 was drawn with the variance as the standard deviation: z2 = mu_hat2 + sqrt(var_hat2) * eps2")
+        if _same(z2, eps2):
+            _fail(ex, "z2 is a draw from the prior p(z2) = N(0, I); in the inference pass the top layer is drawn from "
+                      "q(z2|x) = N(mu_hat2, var_hat2): z2 = mu_hat2 + sqrt(var_hat2) * eps2")
+        if _same(z2, mh2):
+            _fail(ex, "z2 is the bottom-up mean; draw a sample, z2 = mu_hat2 + sqrt(var_hat2) * eps2")
+        _fail(ex, "z2 should be the sample mu_hat2 + sqrt(var_hat2) * eps2 of q(z2|x) = N(mu_hat2, var_hat2), "
+                  "with the eps2 given")
+    # 2. the prior of z1 must be computed at the sampled z2 (the parent from the inference top-down pass)
+    mp1, vp1 = ref["p1"]
+    p1 = out["p1"]
+    if not (isinstance(p1, (tuple, list)) and len(p1) == 2 and _same(p1[0], mp1) and _same(p1[1], vp1)):
+        inputs = model.prior_inputs
+        if not inputs:
+            _fail(ex, "model.prior_z1 was never called: the prior p(z1|z2) comes from the generative network, "
+                      "mu_p1, var_p1 = model.prior_z1(z2), at the z2 you just sampled")
+        if any(_same(z, mh2) for z in inputs):
+            _fail(ex, "wrong parent: the prior p(z1|z2) was computed at the bottom-up mean mu_hat2. In the ladder VAE "
+                      "it is evaluated at the SAMPLED z2 of the top-down pass (q(z1|z2, x) conditions on that sample, "
+                      "eq. 5.1), so that generation and inference share the top-down path: "
+                      "mu_p1, var_p1 = model.prior_z1(z2)")
+        if not any(_same(z, ref["z2"]) for z in inputs):
+            _fail(ex, "wrong parent: the prior p(z1|z2) was computed at a z2 other than the one you sampled from "
+                      "q(z2|x) (for example a fresh draw from p(z2) = N(0, I)). Inference conditions each layer on the "
+                      "sample just drawn above it: mu_p1, var_p1 = model.prior_z1(z2) with the z2 you return")
+        _fail(ex, "p1 should be the pair (mu_p1, var_p1) returned by model.prior_z1(z2) at the sampled z2")
+    # 3. the merged posterior of z1
+    mq1, vq1 = ref["q1"]
+    q1 = out["q1"]
+    if not (isinstance(q1, (tuple, list)) and len(q1) == 2 and _same(q1[0], mq1) and _same(q1[1], vq1)):
+        if isinstance(q1, (tuple, list)) and len(q1) == 2 and _same(q1[0], mh1) and _same(q1[1], vh1):
+            _fail(ex, "q1 is the bottom-up term alone; the posterior of z1 merges it with the prior: "
+                      "mu_q1, var_q1 = precision_weighted_merge(mu_hat1, var_hat1, mu_p1, var_p1)")
+        if isinstance(q1, (tuple, list)) and len(q1) == 2 and _same(q1[0], mp1) and _same(q1[1], vp1):
+            _fail(ex, "q1 is the prior alone; the posterior of z1 merges it with the bottom-up term: "
+                      "mu_q1, var_q1 = precision_weighted_merge(mu_hat1, var_hat1, mu_p1, var_p1)")
+        _fail(ex, "q1 should be precision_weighted_merge(mu_hat1, var_hat1, mu_p1, var_p1); make check 4a pass first")
+    # 4. the sample of z1 from the merged posterior
+    z1 = out["z1"]
+    if not _same(z1, ref["z1"]):
+        if _same(z1, mh1 + vh1.sqrt() * eps1):
+            _fail(ex, "z1 was drawn from the bottom-up term N(mu_hat1, var_hat1); draw it from the merged posterior, "
+                      "z1 = mu_q1 + sqrt(var_q1) * eps1")
+        if _same(z1, mp1 + vp1.sqrt() * eps1):
+            _fail(ex, "z1 was drawn from the prior p(z1|z2); draw it from the merged posterior, "
+                      "z1 = mu_q1 + sqrt(var_q1) * eps1")
+        if _same(z1, mq1 + vq1 * eps1):
+            _fail(ex, "z1 was drawn with the variance as the standard deviation: z1 = mu_q1 + sqrt(var_q1) * eps1")
+        _fail(ex, "z1 should be the sample mu_q1 + sqrt(var_q1) * eps1 of the merged posterior, with the eps1 given")
+    # 5. one KL term per layer, summed over the units of the layer
+    zeros, ones = torch.zeros_like(mh2), torch.ones_like(vh2)
+    for name, want, cands in (
+        ("kl1", ref["kl1"], {
+            "KL_1 compares q(z1|z2, x) with N(0, I); its prior is p(z1|z2) = N(mu_p1, var_p1) at the sampled z2":
+                _kl_normal(mq1, vq1, torch.zeros_like(mq1), torch.ones_like(vq1)).sum(-1),
+            "KL_1 uses the bottom-up term; use the merged posterior: KL(N(mu_q1, var_q1) || N(mu_p1, var_p1))":
+                _kl_normal(mh1, vh1, mp1, vp1).sum(-1),
+            "KL_1 is reversed: the bound uses KL(q || p) = KL(N(mu_q1, var_q1) || N(mu_p1, var_p1))":
+                _kl_normal(mp1, vp1, mq1, vq1).sum(-1),
+        }),
+        ("kl2", ref["kl2"], {
+            "KL_2 is reversed: the bound uses KL(q(z2|x) || p(z2)) with p(z2) = N(0, I)":
+                _kl_normal(zeros, ones, mh2, vh2).sum(-1),
+        }),
+    ):
+        got = out[name]
+        if not isinstance(got, torch.Tensor):
+            _fail(ex, f"{name} should be a torch.Tensor of shape (batch,), got {type(got).__name__}")
+        if got.dim() == 2 and got.shape[0] == want.shape[0]:
+            _fail(ex, f"{name} has shape {tuple(got.shape)}: sum the per-unit KL over the units of the layer "
+                      f"(.sum(-1)), one number per data point")
+        if tuple(got.shape) != tuple(want.shape):
+            _fail(ex, f"{name} has shape {tuple(got.shape)}, expected (batch,) = {tuple(want.shape)}")
+        if not _same(got, want):
+            for advice, value in cands.items():
+                if _same(got, value):
+                    _fail(ex, advice)
+            diff = _rel(got.detach().numpy(), want.numpy())
+            _fail(ex, f"{name} differs from the analytic KL of the layer by {diff:.2g} (relative); "
+                      f"KL_1 = KL(N(mu_q1, var_q1) || N(mu_p1, var_p1)), KL_2 = KL(N(mu_hat2, var_hat2) || N(0, I)), "
+                      f"each summed over its units")
+    # 6. gradients reach the top layer's bottom-up head through z2 and the prior network
+    model.zero_grad()
+    out = _call(ex, top_down, model, x.clone(), (eps1.clone(), eps2.clone()))
+    out["z1"].sum().backward()
+    if model.hat2.weight.grad is None or model.hat2.weight.grad.abs().max() == 0:
+        _fail(ex, "z1 does not depend differentiably on z2: keep z2 = mu_hat2 + sqrt(var_hat2) * eps2 in the graph "
+                  "(no .detach(), .sample() or torch.no_grad()) so that the top layer learns through the layers below")
+    _passed(ex, "z2 from q(z2|x), the prior of z1 at the sampled z2, the precision-weighted posterior of z1 and one "
+                "analytic KL per layer all match the reference")

@@ -405,6 +405,94 @@ def test_lab3_checks_reject_wrong_answers():
     _fails(labcheck.check_alpha, lambda beta, n, n_l: beta * (n - n_l) / n_l, match="all N training points")
 
 
+# Lab 4 ---------------------------------------------------------------------------------------------------------------
+
+def _merge(mu_q, var_q, mu_p, var_p):
+    var = 1 / (1 / var_q + 1 / var_p)
+    return (mu_q / var_q + mu_p / var_p) * var, var
+
+
+def _temperature(epoch, warmup_epochs):
+    return 1.0 if warmup_epochs == 0 else min(1.0, epoch / warmup_epochs)
+
+
+def _schedule(n_epochs, steps_per_epoch, warmup_epochs, per_batch=False):
+    if per_batch:  # the temperature advances with every gradient step
+        return [_temperature(step, warmup_epochs) for step in range(n_epochs * steps_per_epoch)]
+    return [_temperature(epoch, warmup_epochs) for epoch in range(n_epochs) for _ in range(steps_per_epoch)]
+
+
+def _warmup_loss(log_px, kl_layers, t, on="kl"):
+    kl = sum(kl_layers)
+    if on == "recon":
+        return -(t * log_px - kl).mean()
+    if on == "all":
+        return -t * (log_px - kl).mean()
+    return -(log_px - t * kl).mean()
+
+
+def _top_down(model, x, eps=None, parent="sample"):
+    (mu_hat1, var_hat1), (mu_hat2, var_hat2) = model.bottom_up(x)
+    eps1, eps2 = (torch.randn_like(mu_hat1), torch.randn_like(mu_hat2)) if eps is None else eps
+    z2 = mu_hat2 + var_hat2.sqrt() * eps2
+    at = {"sample": z2, "bottom-up mean": mu_hat2, "fresh prior sample": torch.randn_like(mu_hat2)}[parent]
+    mu_p1, var_p1 = model.prior_z1(at)
+    mu_q1, var_q1 = _merge(mu_hat1, var_hat1, mu_p1, var_p1)
+    z1 = mu_q1 + var_q1.sqrt() * eps1
+    kl1 = kl_divergence(Normal(mu_q1, var_q1.sqrt()), Normal(mu_p1, var_p1.sqrt())).sum(-1)
+    kl2 = kl_divergence(Normal(mu_hat2, var_hat2.sqrt()), Normal(torch.zeros_like(mu_hat2), 1.0)).sum(-1)
+    return {"z1": z1, "z2": z2, "q1": (mu_q1, var_q1), "p1": (mu_p1, var_p1), "q2": (mu_hat2, var_hat2),
+            "kl1": kl1, "kl2": kl2}
+
+
+def test_lab4_is_generated(generated):
+    assert "lab04_lvae" in LAB_NAMES
+    lab = make_labs.read_lab(LABS / "src" / "lab04_lvae.ipynb")
+    assert [cid for cid, _ in lab.checks] == ["4a", "4b", "4b-run", "4c", "4d"]
+    assert all((folder / "lab04_lvae.ipynb").exists() for folder in generated.values())
+
+
+def test_lab4_checks_accept_correct_answers(capsys):
+    labcheck.check_precision_weighted_merge(_merge)
+    labcheck.check_temperature(_temperature)
+    labcheck.check_temperature_schedule(_schedule)
+    labcheck.check_warmup_loss(_warmup_loss)
+    labcheck.check_top_down(_top_down)
+    assert capsys.readouterr().out.count("\u2714") == 5
+
+
+def test_lab4_merge_check_rejects_wrong_answers():
+    check = labcheck.check_precision_weighted_merge
+    _fails(check, lambda mq, vq, mp, vp: ((mq / vq + mp / vp) * (vq + vp), vq + vp), match="added the variances")
+    _fails(check, lambda mq, vq, mp, vp: ((mq + mp) / 2, _merge(mq, vq, mp, vp)[1]), match="equal weights")
+    _fails(check, lambda mq, vq, mp, vp: ((mq / vp + mp / vq) * _merge(mq, vq, mp, vp)[1], _merge(mq, vq, mp, vp)[1]),
+           match="weights are swapped")
+    _fails(check, lambda *a: (_merge(*a)[0], _merge(*a)[1].sqrt()), match="returned the standard deviation")
+    _fails(check, lambda *a: (_merge(*a)[0], _merge(*a)[1].log()), match="returned the log-variance")
+    _fails(check, lambda mq, vq, mp, vp: (_merge(mq, vq, mp, vp)[0], 1 / (1 / vq ** 2 + 1 / vp ** 2)),
+           match="already variances")
+
+
+def test_lab4_warmup_checks_reject_wrong_answers():
+    _fails(labcheck.check_temperature_schedule, lambda *a: _schedule(*a, per_batch=True), match="advanced per batch")
+    _fails(labcheck.check_temperature, lambda e, n: 1.0 if n == 0 else min(1.0, (e + 1) / n),
+           match="off by one: epochs count from 0")
+    _fails(labcheck.check_temperature, lambda e, n: 1.0 if n == 0 else min(1.0, e / (n - 1) if n > 1 else 1.0),
+           match="one epoch too early")
+    _fails(labcheck.check_temperature, lambda e, n: 1.0 if n == 0 else e / n, match="clamp it at 1")
+    _fails(labcheck.check_temperature, lambda e, n: min(1.0, e / n), match="warm-up is switched off")
+    _fails(labcheck.check_warmup_loss, lambda lp, kls, t: _warmup_loss(lp, kls, t, on="recon"),
+           match="multiplies the reconstruction term log p")
+    _fails(labcheck.check_warmup_loss, lambda lp, kls, t: _warmup_loss(lp, kls, t, on="all"), match="the whole loss")
+
+
+def test_lab4_top_down_check_rejects_wrong_parent():
+    _fails(labcheck.check_top_down, lambda m, x, eps=None: _top_down(m, x, eps, parent="bottom-up mean"),
+           match="wrong parent: the prior p\\(z1\\|z2\\) was computed at the bottom-up mean")
+    _fails(labcheck.check_top_down, lambda m, x, eps=None: _top_down(m, x, eps, parent="fresh prior sample"),
+           match="wrong parent: .* fresh draw from p\\(z2\\)")
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Grading
 # ----------------------------------------------------------------------------------------------------------------------
