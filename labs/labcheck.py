@@ -1376,3 +1376,316 @@ def check_top_down(top_down: Callable, seed: int = 0) -> None:
                   "(no .detach(), .sample() or torch.no_grad()) so that the top layer learns through the layers below")
     _passed(ex, "z2 from q(z2|x), the prior of z1 at the sampled z2, the precision-weighted posterior of z1 and one "
                 "analytic KL per layer all match the reference")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Lab 6: anomaly detection with the bound (thesis section 6.2, experiment (iii), Fig. 6.3b; Maaløe et al., appendix D,
+# section IV-C). The score of a minute is its unlabelled bound U(x); the rule flags a minute when U(x) < threshold.
+# ----------------------------------------------------------------------------------------------------------------------
+
+__all__ += ["check_flag", "check_false_alarms_and_misses", "check_threshold_from_training", "check_roc_auc"]
+
+
+def _integer_scores(rng: np.random.Generator, n: int, loc: float = -8.0, scale: float = 5.0) -> np.ndarray:
+    """Whole-nat scores, so that ties (between minutes, and with a threshold) are common."""
+    return np.round(rng.normal(loc, scale, n))
+
+
+def _scalar(value, ex: str, what: str) -> float:
+    arr = _np(value, ex, what)
+    if arr.size != 1:
+        _fail(ex, f"{what} should be a single number, got an array of shape {arr.shape}")
+    return float(arr.reshape(()))
+
+
+def _count(stats: dict, key: str, ex: str) -> float:
+    value = _scalar(stats[key], ex, f"result[{key!r}]")
+    if key in ("false_alarms", "misses") and value != round(value):
+        _fail(ex, f"result[{key!r}] = {value:g} is not a whole number; {key} is a COUNT of minutes (the rates go "
+                  f"into the '_rate' entries)")
+    return value
+
+
+@_keeps_rng
+def check_flag(flag: Callable, seed: int = 0) -> None:
+    """Exercise 6a: ``flag(scores, threshold)``: the boolean mask of the minutes whose score is strictly below the
+    threshold (a low bound means an unfamiliar minute; a score equal to the threshold is not flagged)."""
+    __tracebackhide__ = True
+    ex = "6a"
+    rng = np.random.default_rng(seed)
+    n = 25
+    for trial in range(4):
+        scores = _integer_scores(rng, n)
+        ordered = np.sort(scores)
+        # a threshold that some minutes score exactly (ties), except in the last trial
+        threshold = float(ordered[6 + 4 * trial]) if trial < 3 else float(ordered[10]) + 0.5
+        arg = scores.copy()
+        out = _call(ex, flag, arg, threshold)
+        if not np.array_equal(arg, scores):
+            _fail(ex, "flag changed the array of scores it was given (sorted it in place?). Leave the input alone: "
+                      "`scores < threshold` builds a new array, one entry per minute in the original order")
+        if isinstance(out, tuple):
+            _fail(ex, "flag returned a tuple, which is what np.where(condition) and np.nonzero give: the POSITIONS of "
+                      "the flagged minutes. Return the boolean mask itself, `scores < threshold`, one True/False per "
+                      "minute, so that later code can combine it with other masks (`mask & is_unseen`)")
+        if isinstance(out, torch.Tensor):
+            out = out.detach().cpu().numpy()
+        out = np.asarray(out)
+        want = scores < threshold
+        numeric = out.dtype != bool and out.dtype.kind in "iuf"
+        if numeric and (out.shape != want.shape or (out.size and not np.isin(out, (0, 1)).all())):
+            if out.ndim == 1 and np.all(out == np.round(out)):
+                _fail(ex, f"flag returned {out.size} whole numbers for {n} minutes: these look like the positions "
+                          f"(indices) of the flagged minutes, e.g. from np.where or np.flatnonzero. Return a boolean "
+                          f"mask with one entry per minute instead: `scores < threshold`")
+        if out.shape != want.shape:
+            _fail(ex, f"the mask has shape {out.shape}; it should have the shape of scores, {want.shape}: one "
+                      f"True/False per minute")
+        if numeric:
+            same = np.array_equal(out.astype(bool), want)
+            _fail(ex, ("the 0/1 values are right, but return booleans (`scores < threshold`, not .astype(int)): "
+                       if same else "return a boolean mask (dtype bool), `scores < threshold`; ") +
+                  "with integers, `~mask` gives -1 and -2 instead of False and True, and `mask & is_unseen` no "
+                  "longer selects minutes")
+        if out.dtype != bool:
+            _fail(ex, f"flag should return a boolean NumPy array, got dtype {out.dtype}")
+        if np.array_equal(out, want):
+            continue
+        where = f"(threshold {threshold:g}; scores {', '.join(f'{v:g}' for v in scores[:8])}, ...)"
+        if np.array_equal(out, scores <= threshold):
+            _fail(ex, f"minutes whose score EQUALS the threshold are flagged. The rule is strict, flag when "
+                      f"U(x) < threshold (as in dgmlab.monitoring.threshold_rates), so use < and not <= {where}")
+        if np.array_equal(out, scores > threshold) or np.array_equal(out, scores >= threshold):
+            _fail(ex, f"the inequality is reversed: you flagged the minutes with HIGH scores. A high bound means the "
+                      f"model finds the minute familiar; an unseen condition shows up as a LOW bound, so flag when "
+                      f"scores < threshold {where}")
+        _fail(ex, f"flag marked {int(out.sum())} of {n} minutes, expected {int(want.sum())} {where}; the mask should "
+                  f"be True exactly where scores < threshold")
+    _passed(ex, "a minute is flagged exactly when its score is below the threshold (ties not flagged), as a mask")
+
+
+@_keeps_rng
+def check_false_alarms_and_misses(false_alarms_and_misses: Callable, seed: int = 0) -> None:
+    """Exercise 6b: counts and rates of "flag when the score is below the threshold". A false alarm is a flagged
+    minute of a seen condition (rate over the seen minutes); a miss is an unflagged minute of an unseen condition
+    (rate over the unseen minutes)."""
+    __tracebackhide__ = True
+    ex = "6b"
+    keys = ("false_alarms", "false_alarm_rate", "misses", "miss_rate")
+    rng = np.random.default_rng(seed)
+    # a hand-made case in which every common mistake gives a different number: 30 seen minutes, 3 of them below the
+    # threshold; 12 unseen minutes, 8 of them below it (4 misses)
+    seen = -1.0 - 0.5 * np.arange(30)
+    unseen = np.array([-3.0, -6.0, -9.0, -12.0, -20.0, -21.0, -22.0, -23.0, -24.0, -25.0, -26.0, -27.0])
+    order = rng.permutation(42)
+    cases = [(np.concatenate([seen, unseen])[order], np.repeat([False, True], [30, 12])[order], -14.2)]
+    for n_seen, n_unseen in ((50, 20), (15, 40), (33, 33)):
+        scores = np.concatenate([rng.normal(-4, 3, n_seen), rng.normal(-12, 8, n_unseen)])
+        perm = rng.permutation(n_seen + n_unseen)
+        cases.append((scores[perm], np.repeat([False, True], [n_seen, n_unseen])[perm],
+                      float(rng.uniform(-9, -5))))
+    for trial, (scores, is_unseen, threshold) in enumerate(cases):
+        out = _call(ex, false_alarms_and_misses, scores.copy(), is_unseen.copy(), threshold)
+        if not isinstance(out, dict) or any(k not in out for k in keys):
+            _fail(ex, f"return the dict of the template with the keys {list(keys)}")
+        fa, far, miss, mr = (_count(out, k, ex) if "rate" not in k else _scalar(out[k], ex, f"result[{k!r}]")
+                             for k in keys)
+        flagged, seen_mask = scores < threshold, ~is_unseen
+        n, n_seen, n_unseen, n_flagged = len(scores), int(seen_mask.sum()), int(is_unseen.sum()), int(flagged.sum())
+        w_fa, w_miss = int((flagged & seen_mask).sum()), int((~flagged & is_unseen).sum())
+        w_far, w_mr = w_fa / n_seen, w_miss / n_unseen
+        case = (f"(threshold {threshold:g}: {n_seen} seen minutes, {w_fa} of them flagged; {n_unseen} unseen "
+                f"minutes, {n_unseen - w_miss} of them flagged)")
+        if (fa, miss) != (w_fa, w_miss):
+            if (fa, miss) == (w_miss, w_fa):
+                _fail(ex, f"false alarms and misses are swapped: you returned {fa:g} false alarms and {miss:g} misses. "
+                          f"A FALSE ALARM is a minute of a SEEN condition that is flagged (the alarm rings for "
+                          f"nothing new); a MISS is a minute of an UNSEEN condition that is not flagged {case}")
+            if (fa, miss) == ((flagged & is_unseen).sum(), (~flagged & seen_mask).sum()):
+                _fail(ex, f"seen and unseen are mixed up: is_unseen is True for minutes of conditions the model has "
+                          f"NOT seen. False alarms are flagged minutes with is_unseen False, misses unflagged minutes "
+                          f"with is_unseen True {case}")
+            if fa == (flagged & is_unseen).sum():
+                _fail(ex, f"you counted the flagged UNSEEN minutes ({fa:g}) as false alarms; those are hits. A false "
+                          f"alarm is a flagged minute of a SEEN condition: (flagged & ~is_unseen).sum() {case}")
+            if fa == n_flagged:
+                _fail(ex, f"false_alarms = {fa:g} is the number of ALL flagged minutes; count only those of seen "
+                          f"conditions, (flagged & ~is_unseen).sum() {case}")
+            if miss == n - n_flagged:
+                _fail(ex, f"misses = {miss:g} is the number of ALL minutes that are not flagged; count only those of "
+                          f"unseen conditions, (~flagged & is_unseen).sum() {case}")
+            _fail(ex, f"expected {w_fa} false alarms and {w_miss} misses, got {fa:g} and {miss:g} {case}. If check 6a "
+                      f"passes, use its mask: false alarms = (flagged & ~is_unseen).sum(), misses = "
+                      f"(~flagged & is_unseen).sum()")
+        for got, want, what, own, other, n_own, n_other, opposite in (
+                (far, w_far, "false_alarm_rate", "seen", "unseen", n_seen, n_unseen, w_mr),
+                (mr, w_mr, "miss_rate", "unseen", "seen", n_unseen, n_seen, w_far)):
+            count = want * n_own
+            if abs(got - want) < 1e-12:
+                continue
+            formula = f"{what} = {'false_alarms' if own == 'seen' else 'misses'} / (number of {own} minutes)"
+            cands = {
+                f"{what} is a count ({got:g}), not a rate: divide by the number of {own} minutes, {formula}": count,
+                f"{what} was divided by ALL {n} minutes; a rate of {'false alarms' if own == 'seen' else 'misses'} "
+                f"is over the {own} minutes only ({n_own} here), because only they can "
+                f"{'raise a false alarm' if own == 'seen' else 'be missed'}: {formula}": count / n,
+                f"{what} was divided by the number of {other} minutes ({n_other}); divide by the number of {own} "
+                f"minutes ({n_own}): {formula}": count / n_other,
+                f"{what} is a percentage ({got:g}); return a fraction between 0 and 1, {formula}": 100 * want,
+                f"false_alarm_rate and miss_rate are swapped: the false-alarm rate is over the seen minutes, the miss "
+                f"rate over the unseen ones": opposite,
+            }
+            if own == "seen":
+                cands[f"false_alarm_rate was divided by the number of FLAGGED minutes ({n_flagged}); that is the "
+                      f"share of alarms that are false, another quantity. The ROC curve needs {formula}"] = \
+                    count / max(n_flagged, 1)
+            else:
+                cands[f"miss_rate is the HIT rate, the share of unseen minutes that ARE flagged; the miss rate is "
+                      f"its complement, {formula}"] = 1 - want
+                cands[f"miss_rate was divided by the number of minutes NOT flagged ({n - n_flagged}); {formula}"] = \
+                    count / max(n - n_flagged, 1)
+            for advice, value in cands.items():
+                if abs(got - value) < 1e-12:
+                    _fail(ex, f"{advice} {case}")
+            _fail(ex, f"{what} should be {want:.4f}, got {got:.4f} {case}; {formula}")
+    _passed(ex, "false alarms are counted among the seen minutes and misses among the unseen ones, each rate over "
+                "its own group (one hand-made case and three random ones)")
+
+
+def _code_names(code) -> set[str]:
+    """Global and attribute names used by a code object and the functions, lambdas and comprehensions inside it."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _code_names(const)
+    return names
+
+
+def _quantile_band(sorted_scores: np.ndarray, q: float) -> tuple[float, float]:
+    """Values that count as the q-quantile whatever the interpolation (from the order statistic just below the
+    q (n - 1) position to the one just above it)."""
+    n = len(sorted_scores)
+    pos = min(max(q, 0.0), 1.0) * (n - 1)
+    return (float(sorted_scores[max(int(np.floor(pos)) - 1, 0)]),
+            float(sorted_scores[min(int(np.ceil(pos)) + 1, n - 1)]))
+
+
+@_keeps_rng
+def check_threshold_from_training(threshold_from_training: Callable, seed: int = 0) -> None:
+    """Exercise 6c: the q-quantile of the TRAINING minutes' scores, so that about a share q of the known minutes
+    would be flagged by "U(x) < threshold" (any usual interpolation between neighbouring order statistics passes)."""
+    __tracebackhide__ = True
+    ex = "6c"
+    code = getattr(threshold_from_training, "__code__", None)
+    leaks = sorted(name for name in (_code_names(code) if code is not None else ()) if "test" in name.lower())
+    if leaks:
+        _fail(ex, f"threshold_from_training uses {', '.join(f'`{name}`' for name in leaks)}, which looks like the "
+                  f"scores of the test minutes. The threshold must come from the training minutes alone (the "
+                  f"argument train_scores): the test minutes stand for the future, whose conditions the operator "
+                  f"does not know, and a threshold tuned on them makes the test false-alarm rate look better than "
+                  f"it will be")
+    rng = np.random.default_rng(seed)
+    values = []
+    for n, q in ((1000, 0.01), (400, 0.05), (2500, 0.2)):
+        scores = -1.0 - rng.gamma(2.0, 3.0, n)  # a long lower tail, like the bound of a trained model
+        arg = scores.copy()
+        value = _scalar(_call(ex, threshold_from_training, arg, q), ex, "the threshold")
+        if not np.array_equal(arg, scores):
+            _fail(ex, "threshold_from_training changed the array of training scores it was given (sorted it in "
+                      "place with .sort()?). In the notebook that array is aligned with the training minutes; "
+                      "np.quantile and np.sort return new arrays and leave their input alone")
+        s = np.sort(scores)
+        lo, hi = _quantile_band(s, q)
+        values.append(value)
+        if lo - 1e-9 <= value <= hi + 1e-9:
+            continue
+        share = float((scores < value).mean())
+        case = (f"(q = {q:g}, {n} training scores from {s[0]:.1f} to {s[-1]:.1f} nats: your threshold {value:.3f} "
+                f"would flag {100 * share:.1f} % of them)")
+
+        def near(p, sign=1.0):
+            a, b = _quantile_band(s, p)
+            return a - 1e-9 <= sign * value <= b + 1e-9
+
+        if near(1 - q):
+            _fail(ex, f"you took the (1 - q)-quantile: it lies ABOVE almost all training scores, so "
+                      f"\"U(x) < threshold\" flags a share 1 - q of the known minutes. Take the q-quantile, "
+                      f"np.quantile(train_scores, q) {case}")
+        if value > 0 and (near(q, -1.0) or near(1 - q, -1.0)):
+            _fail(ex, f"the threshold is positive while every bound is negative: you worked with -U(x), the loss, "
+                      f"where high values are unusual. The rule of this lab compares U(x) itself, \"flag when "
+                      f"U(x) < threshold\", so take the q-quantile of the training scores as they are "
+                      f"(np.quantile(train_scores, q)), without a minus sign {case}")
+        if near(q / 100):
+            _fail(ex, f"np.percentile takes a percentage: np.percentile(train_scores, q) with q = {q:g} is the "
+                      f"{q:g} % point. Use np.quantile(train_scores, q) or np.percentile(train_scores, 100 * q) {case}")
+        if value == s[0]:
+            _fail(ex, f"you returned the lowest training score; with \"U(x) < threshold\" that flags no training "
+                      f"minute at all. Take the q-quantile, np.quantile(train_scores, q) {case}")
+        shifted = _scalar(_call(ex, threshold_from_training, scores - 100.0, q), ex, "the threshold")
+        if shifted == value:
+            _fail(ex, f"your threshold did not change when all training scores were lowered by 100 nats: the function "
+                      f"ignores its argument (does it read a variable of the notebook instead?). Compute it from "
+                      f"train_scores only {case}")
+        _fail(ex, f"the threshold should be the {q:g}-quantile of the training scores, between {lo:.3f} and "
+                  f"{hi:.3f}, so that a share q of them lies below it {case}")
+    _passed(ex, "the threshold is the q-quantile of the training scores (q = 0.01, 0.05, 0.2), computed from the "
+                "argument alone")
+
+
+def _pairwise_auc(seen: np.ndarray, unseen: np.ndarray, tie: float = 0.5) -> float:
+    lower = (unseen[:, None] < seen[None, :]).sum()
+    ties = (unseen[:, None] == seen[None, :]).sum()
+    return float((lower + tie * ties) / (len(seen) * len(unseen)))
+
+
+@_keeps_rng
+def check_roc_auc(roc_auc: Callable, seed: int = 0) -> None:
+    """Exercise 6d: the area under the ROC curve of "flag when the score is below t", computed as the probability
+    that a random unseen minute scores lower than a random seen one, ties counting half; compared with a count over
+    all pairs."""
+    __tracebackhide__ = True
+    ex = "6d"
+    rng = np.random.default_rng(seed)
+    cases = [(_integer_scores(rng, 14, -5, 2), _integer_scores(rng, 9, -7, 3)),  # many ties
+             (np.array([-4.0]), np.array([-4.0])),  # one pair, a tie: AUC = 1/2
+             (_integer_scores(rng, 40, -3, 1), _integer_scores(rng, 25, -4, 1)),
+             (rng.normal(-4, 2, 300), rng.normal(-9, 6, 200))]
+    for seen, unseen in cases:
+        args = (seen.copy(), unseen.copy())
+        got = _scalar(_call(ex, roc_auc, *args), ex, "the AUC")
+        if not (np.array_equal(args[0], seen) and np.array_equal(args[1], unseen)):
+            _fail(ex, "roc_auc changed the arrays it was given (sorted them in place?); work on copies "
+                      "(np.sort returns one)")
+        want = _pairwise_auc(seen, unseen)
+        if abs(got - want) < 1e-9:
+            continue
+        n_pairs = len(seen) * len(unseen)
+        n_ties = int((unseen[:, None] == seen[None, :]).sum())
+        case = (f"({len(seen)} seen and {len(unseen)} unseen scores, {n_ties} of the {n_pairs} pairs tied; the "
+                f"count over all pairs gives {want:.4f})")
+        cands = {
+            "the AUC is flipped: you computed the probability that a SEEN minute scores lower than an unseen one, "
+            "1 - AUC. The rule flags LOW scores, so the AUC is the probability that a random UNSEEN minute scores "
+            "lower than a random seen one (check the order of the arguments, roc_auc(scores_seen, scores_unseen))":
+                1 - want,
+            "ties are ignored: a pair in which the unseen and the seen minute score the same counts HALF (the ROC "
+            "curve crosses such a tie diagonally), not zero": _pairwise_auc(seen, unseen, tie=0.0),
+            "ties count as a full win: a pair in which the unseen and the seen minute score the same counts HALF, "
+            "not one (you used <= where < and a separate half count for == are needed)":
+                _pairwise_auc(seen, unseen, tie=1.0),
+            "the AUC is flipped and ties are ignored: count the pairs in which the UNSEEN minute scores lower, plus "
+            "half of the tied pairs": 1 - _pairwise_auc(seen, unseen, tie=1.0),
+            f"you returned the NUMBER of pairs, not the probability; divide by the {n_pairs} pairs "
+            f"(len(scores_seen) * len(scores_unseen))": want * n_pairs,
+            f"the count of pairs was divided by len(scores_seen) + len(scores_unseen); the number of pairs is the "
+            f"product, {n_pairs}": want * n_pairs / (len(seen) + len(unseen)),
+        }
+        for advice, value in cands.items():
+            if abs(got - value) < 1e-9 and abs(value - want) > 1e-9:
+                _fail(ex, f"{advice} {case}")
+        if not 0.0 <= got <= 1.0:
+            _fail(ex, f"an AUC is a probability between 0 and 1, got {got:g} {case}")
+        _fail(ex, f"the AUC should be {want:.4f}, got {got:.4f} {case}: count the pairs (unseen, seen) with "
+                  f"unseen < seen, add half of the tied pairs and divide by the number of pairs")
+    _passed(ex, "the AUC equals a count over all pairs (ties counting half), on four cases with and without ties")

@@ -493,6 +493,93 @@ def test_lab4_top_down_check_rejects_wrong_parent():
            match="wrong parent: .* fresh draw from p\\(z2\\)")
 
 
+# Lab 6 ---------------------------------------------------------------------------------------------------------------
+
+def _flag(scores, threshold):
+    return np.asarray(scores) < threshold
+
+
+def _alarm_rates(scores, is_unseen, threshold, mistake=None):
+    flagged = _flag(scores, threshold)
+    fa, miss = int((flagged & ~is_unseen).sum()), int((~flagged & is_unseen).sum())
+    far, mr = fa / (~is_unseen).sum(), miss / is_unseen.sum()
+    if mistake == "all minutes":
+        far, mr = fa / len(scores), miss / len(scores)
+    elif mistake == "swapped":
+        fa, miss, far, mr = miss, fa, mr, far
+    elif mistake == "counts":
+        far, mr = fa, miss
+    elif mistake == "hit rate":
+        mr = 1 - mr
+    return {"false_alarms": fa, "false_alarm_rate": far, "misses": miss, "miss_rate": mr}
+
+
+def _pairwise_auc(seen, unseen, tie=0.5):
+    u, s = np.asarray(unseen)[:, None], np.asarray(seen)[None, :]
+    return float(((u < s).sum() + tie * (u == s).sum()) / (u.size * s.size))
+
+
+def test_lab6_is_generated(generated):
+    assert "lab06_anomaly" in LAB_NAMES
+    lab = make_labs.read_lab(LABS / "src" / "lab06_anomaly.ipynb")
+    assert [cid for cid, _ in lab.checks] == ["6a", "6b", "6c", "6d"]
+    assert all((folder / "lab06_anomaly.ipynb").exists() for folder in generated.values())
+
+
+def test_lab6_checks_accept_correct_answers(capsys):
+    labcheck.check_flag(_flag)
+    labcheck.check_false_alarms_and_misses(_alarm_rates)
+    labcheck.check_threshold_from_training(lambda s, q: np.quantile(s, q))
+    labcheck.check_roc_auc(_pairwise_auc)
+    # other usual ways to write a quantile (interpolations, an order statistic, torch) pass as well
+    labcheck.check_threshold_from_training(lambda s, q: np.percentile(s, 100 * q, method="lower"))
+    labcheck.check_threshold_from_training(lambda s, q: np.sort(s)[int(q * len(s))])
+    labcheck.check_threshold_from_training(lambda s, q: torch.quantile(torch.as_tensor(s), q))
+    assert capsys.readouterr().out.count("\u2714") == 7
+
+
+def test_lab6_flag_check_rejects_wrong_answers():
+    _fails(labcheck.check_flag, lambda s, t: s > t, match="inequality is reversed")
+    _fails(labcheck.check_flag, lambda s, t: s >= t, match="inequality is reversed")
+    _fails(labcheck.check_flag, lambda s, t: s <= t, match="EQUALS the threshold are flagged")
+    _fails(labcheck.check_flag, lambda s, t: np.flatnonzero(s < t), match="positions \\(indices\\)")
+    _fails(labcheck.check_flag, lambda s, t: np.where(s < t), match="returned a tuple")
+    _fails(labcheck.check_flag, lambda s, t: (s < t).astype(int), match="return booleans")
+
+
+def test_lab6_rates_check_rejects_wrong_answers():
+    check = labcheck.check_false_alarms_and_misses
+    _fails(check, lambda *a: _alarm_rates(*a, mistake="all minutes"), match="divided by ALL 42 minutes")
+    _fails(check, lambda *a: _alarm_rates(*a, mistake="swapped"), match="false alarms and misses are swapped")
+    _fails(check, lambda *a: _alarm_rates(*a, mistake="counts"), match="is a count .*, not a rate")
+    _fails(check, lambda *a: _alarm_rates(*a, mistake="hit rate"), match="miss_rate is the HIT rate")
+    _fails(check, lambda s, u, t: _alarm_rates(s, ~u, t), match="seen and unseen are mixed up")
+
+
+def test_lab6_threshold_check_rejects_wrong_answers():
+    check = labcheck.check_threshold_from_training
+    namespace = {"np": np, "score_test": np.linspace(-50.0, 0.0, 300)}
+    exec("def leaky(train_scores, q):\n    return np.quantile(score_test, q)\n", namespace)
+    _fails(check, namespace["leaky"], match="`score_test`, which looks like the scores of the test minutes")
+    other = np.linspace(-30.0, 0.0, 100)  # any array other than the argument
+    _fails(check, lambda s, q: np.quantile(other, q), match="ignores its argument")
+    _fails(check, lambda s, q: np.quantile(s, 1 - q), match="\\(1 - q\\)-quantile")
+    _fails(check, lambda s, q: np.quantile(-s, 1 - q), match="you worked with -U\\(x\\), the loss")
+    _fails(check, lambda s, q: np.quantile(-s, q), match="you worked with -U\\(x\\), the loss")
+    _fails(check, lambda s, q: np.percentile(s, q), match="np.percentile takes a percentage")
+    _fails(check, lambda s, q: (s.sort(), s[int(q * len(s))])[1], match="sorted it in place")
+
+
+def test_lab6_auc_check_rejects_wrong_answers():
+    check = labcheck.check_roc_auc
+    _fails(check, lambda seen, unseen: 1 - _pairwise_auc(seen, unseen), match="the AUC is flipped")
+    _fails(check, lambda seen, unseen: _pairwise_auc(unseen, seen), match="the AUC is flipped")
+    _fails(check, lambda seen, unseen: _pairwise_auc(seen, unseen, tie=0.0), match="ties are ignored")
+    _fails(check, lambda seen, unseen: _pairwise_auc(seen, unseen, tie=1.0), match="ties count as a full win")
+    _fails(check, lambda seen, unseen: _pairwise_auc(seen, unseen) * len(seen) * len(unseen),
+           match="the NUMBER of pairs")
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Grading
 # ----------------------------------------------------------------------------------------------------------------------
