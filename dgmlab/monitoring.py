@@ -115,6 +115,8 @@ def train_model(model_name: str, data: DataBundle, seed: int = 0, steps: int | N
 
     with contextlib.redirect_stdout(io.StringIO()):  # fit prints one line per epoch; hundreds here
         history = fit(model, data, cfg)
+    n = len(data.x_train)
+    model.steps_done = len(history) * max(n // train_opts["batch_size"], 1)  # whole epochs: at least ``steps``
     return model.eval(), history
 
 
@@ -157,7 +159,7 @@ def run_fold(model_name: str, inputs: str = "complex", labels: int | str = ALL_L
         model, used = fit_mlr(data, seed=seed), 0
     else:
         model, history = train_model(model_name, data, seed=seed, steps=steps)
-        used = steps if steps is not None else recipe_steps(model_name)
+        used = model.steps_done
     y_pred = predict(model, data.x_test)
     y_true = data.y_test.numpy()
     return FoldResult(model_name, inputs, labels, seed, float(100.0 * (y_pred == y_true).mean()),
@@ -211,16 +213,17 @@ def elbo_scores(model, x: torch.Tensor, samples: int = 10, batch_size: int = 100
 
 
 def roc_curve(score_normal: np.ndarray, score_anomalous: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """ROC of the rule "flag when the score is below a threshold": false-alarm rate on normal minutes and hit
+    """ROC of the rule "flag when the score is strictly below a threshold": false-alarm rate on normal minutes and hit
     rate on anomalous ones at every threshold, and the area under the curve (the probability that a random
     anomalous minute scores lower than a random normal one; ties count half)."""
     normal, anomalous = np.asarray(score_normal, float), np.asarray(score_anomalous, float)
     if not len(normal) or not len(anomalous):
         raise ValueError("roc_curve needs at least one normal and one anomalous score")
-    thresholds = np.unique(np.concatenate([normal, anomalous]))
-    far = np.searchsorted(np.sort(normal), thresholds, side="right") / len(normal)
-    hit = np.searchsorted(np.sort(anomalous), thresholds, side="right") / len(anomalous)
-    far, hit = np.concatenate([[0.0], far]), np.concatenate([[0.0], hit])
+    # Every distinct score as a threshold, plus +inf: "flag when below" (strictly, as threshold_rates) then runs
+    # from flagging nothing (at the smallest score) to flagging everything.
+    thresholds = np.concatenate([np.unique(np.concatenate([normal, anomalous])), [np.inf]])
+    far = np.searchsorted(np.sort(normal), thresholds, side="left") / len(normal)
+    hit = np.searchsorted(np.sort(anomalous), thresholds, side="left") / len(anomalous)
     from scipy.stats import rankdata
 
     ranks = rankdata(np.concatenate([anomalous, normal]))[:len(anomalous)]  # average ranks: ties count half

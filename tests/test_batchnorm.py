@@ -165,3 +165,16 @@ def test_labelled_pass_with_running_averages_is_the_eval_mode_bound():
     torch.testing.assert_close(inside, expected)
     with pytest.raises(ValueError, match="bn_labelled"):
         tiny("m2", bn_labelled="other")
+
+
+def test_bn_labelled_auto_uses_batch_statistics_only_when_every_point_is_labelled():
+    from dgmlab.models.adgm import SDGMConfig
+
+    def cfg(n_labelled):
+        return SDGMConfig(x_dim=4, n_classes=3, likelihood="gaussian", n_train=90, n_labelled=n_labelled,
+                          bn_labelled="auto")
+
+    assert cfg(90).bn_labelled == "batch"  # the labelled batches are random samples of the training inputs
+    assert cfg(30).bn_labelled == "running"  # a class-balanced subset is not
+    with pytest.raises(ValueError, match="'auto'"):
+        SDGMConfig(x_dim=4, n_classes=3, bn_labelled="sometimes")

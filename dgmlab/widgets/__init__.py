@@ -1,5 +1,5 @@
-"""Interactive figures for the book: latent-space explorers that work live in JupyterLab and kernel-free on the
-static site (precomputed decodings + inline JS, no network).
+"""Interactive figures for the book: latent-space explorers and an anomaly-threshold explorer that work live in
+JupyterLab and kernel-free on the static site (precomputed content + inline JS, no network).
 
 Example (chapter 3)::
 
@@ -9,5 +9,7 @@ Example (chapter 3)::
 
 from dgmlab.widgets.explorer import ExplorerView, class_conditional_explorer, latent_explorer, latent_grid
 from dgmlab.widgets.static import StaticView, save_page
+from dgmlab.widgets.threshold import threshold_explorer
 
-__all__ = ["ExplorerView", "StaticView", "class_conditional_explorer", "latent_explorer", "latent_grid", "save_page"]
+__all__ = ["ExplorerView", "StaticView", "class_conditional_explorer", "latent_explorer", "latent_grid", "save_page",
+           "threshold_explorer"]
