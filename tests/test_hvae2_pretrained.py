@@ -8,35 +8,17 @@ parameters.
 
 from __future__ import annotations
 
-import ast
-import shlex
-
 import pytest
 import torch
 
 from dgmlab import pretrained
 from dgmlab.checkpoints import load_checkpoint
 from dgmlab.models.hvae import HVAE
+from test_pretrained import _flag, _set_options  # the tests folder is on sys.path (pytest's rootdir insertion)
 
 NAME = "hvae2-mnist"
 MAX_BYTES = 5 * 2**20
 PLAIN = {"depth": 2, "batch_norm": False, "batch_norm_heads": False, "warmup_epochs": 0}
-
-
-def _set_options(command: str) -> dict:
-    """The ``--set KEY=VALUE`` options of a recorded ``python -m dgmlab train`` command."""
-    args = shlex.split(command)
-    out = {}
-    for flag, value in zip(args, args[1:]):
-        if flag == "--set":
-            key, raw = value.split("=", 1)
-            out[key] = ast.literal_eval(raw)
-    return out
-
-
-def _flag(command: str, name: str) -> str | None:
-    args = shlex.split(command)
-    return args[args.index(name) + 1] if name in args else None
 
 
 def test_checkpoint_is_shipped():
