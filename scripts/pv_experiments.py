@@ -41,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--inputs", nargs="+", default=list(INPUTS), choices=INPUTS)
     p.add_argument("--folds", type=int, default=5, help="(i): Monte Carlo folds, seeds 0..F-1 (default 5)")
+    p.add_argument("--first-fold", type=int, default=0,
+                   help="(i): start at this fold (a second process can take the last folds; finished files are skipped)")
     p.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS), help="(ii): label budgets")
     p.add_argument("--draws", type=int, default=3, help="(ii): label draws (and splits) per budget, seeds 0..D-1")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps per model (default: the recipe's)")
@@ -54,7 +56,7 @@ def _record(args, extra: dict) -> dict:
 
 
 def supervised(args, out: Path) -> None:
-    for seed in range(args.folds):
+    for seed in range(args.first_fold, args.folds):
         for inputs in args.inputs:
             for model in args.models:
                 _fold(args, out, model, inputs, ALL_LABELS, seed)
