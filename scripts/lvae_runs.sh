@@ -16,6 +16,8 @@ JOBS=${JOBS:-2}
 DEPTHS=${DEPTHS:-"5 3 1"}
 DEVICE=${DEVICE:-cpu}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} DGMLAB_PROGRESS=0
+# Offline machines: the staged data folder, as in the Makefile.
+if [[ -z "${DGMLAB_DATA:-}" && -d ../shared/data/mnist ]]; then export DGMLAB_DATA="$(cd ../shared/data && pwd)"; fi
 declare -A OPTS=(
   [vae]="hvae --set batch_norm=False --set batch_norm_heads=False --set warmup_epochs=0"
   [vae-bn]="hvae --set warmup_epochs=0"
