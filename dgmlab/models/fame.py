@@ -66,8 +66,8 @@ from dgmlab import nn as dnn
 from dgmlab import objectives
 from dgmlab.models import register
 from dgmlab.models.base import Model, Output
-from dgmlab.models.hvae import HierarchicalVAE, Pass, draw, normal
-from dgmlab.models.lvae import precision_weighted_merge
+from dgmlab.models.hvae import HierarchicalVAE, Pass
+from dgmlab.models.lvae import top_down
 from dgmlab.models.pixelcnn import PixelCNN
 from dgmlab.models.vae import evaluation
 
@@ -369,21 +369,10 @@ class FAME(HierarchicalVAE):
         return Independent(Normal(mu, sigma), 1)
 
     def infer(self, x, sample_shape=(), noise=None):
-        """Bottom-up convolutional pass, then top-down: ``z_L ~ N(mu_phi,L, sigma^2_phi,L)``; for ``i = L-1 .. 1``
-        the prior ``p(z_i|z_{i+1})`` at the sampled ``z_{i+1}``, precision-weighted with the bottom-up term
-        (E eqs. 7-9)."""
-        like = self.bottom_up(x)
-        n = self.n_layers
-        q, p, z = [None] * n, [None] * n, [None] * n
-        top = n - 1
-        q[top], p[top] = like[top], self.prior_top(x)
-        z[top] = draw(q[top], None if noise is None else noise[top], sample_shape)
-        for i in reversed(range(top)):
-            p[i] = self.prior(i, z[i + 1])  # the generative network, shared with generation
-            hat, prior = like[i].base_dist, p[i].base_dist
-            q[i] = normal(*precision_weighted_merge(hat.loc, hat.variance, prior.loc, prior.variance))
-            z[i] = draw(q[i], None if noise is None else noise[i])
-        return q, p, z
+        """Bottom-up convolutional pass, then the ladder's top-down pass (E eqs. 7-9): ``z_L ~ N(mu_phi,L,
+        sigma^2_phi,L)``; for ``i = L-1 .. 1`` the prior ``p(z_i|z_{i+1})`` at the sampled ``z_{i+1}``,
+        precision-weighted with the bottom-up term."""
+        return top_down(self.bottom_up(x), self.prior_top(x), self.prior, sample_shape, noise)
 
     def decoder_output(self, z1: torch.Tensor) -> torch.Tensor:
         """The "reconstruction data" ``d(z_1)``: (N, channels // 2, H, W) for ``z_1`` of shape (..., d_1), leading

@@ -107,19 +107,25 @@ class LVAE(HierarchicalVAE):
     def infer(self, x, sample_shape=(), noise=None):
         """Bottom-up pass, then top-down: ``z_L ~ N(mu_hat_L, sigma_hat^2_L)``; for ``i = L-1..1`` the prior
         ``p(z_i|z_{i+1})`` at the sampled ``z_{i+1}``, merged with the likelihood term (5.2)-(5.4)."""
-        like = self.bottom_up(x)
-        n = self.n_layers
-        q, p, z = [None] * n, [None] * n, [None] * n
-        top = n - 1
-        q[top], p[top] = like[top], self.prior_top(x)
-        z[top] = draw(q[top], None if noise is None else noise[top], sample_shape)
-        for i in reversed(range(top)):
-            p[i] = self.p_z[i](z[i + 1])  # the generative network, shared with generation
-            hat = like[i].base_dist
-            prior = p[i].base_dist
-            q[i] = normal(*precision_weighted_merge(hat.loc, hat.variance, prior.loc, prior.variance))
-            z[i] = draw(q[i], None if noise is None else noise[i])
-        return q, p, z
+        return top_down(self.bottom_up(x), self.prior_top(x), lambda i, parent: self.p_z[i](parent), sample_shape,
+                        noise)
 
 
-__all__ = ["LVAE", "LVAEConfig", "precision_weighted_merge"]
+def top_down(like, prior_top, prior, sample_shape=(), noise=None):
+    """The ladder's top-down inference (5.2)-(5.4), shared by the LVAE and FAME: ``like`` holds the bottom-up
+    likelihood terms of every layer (bottom first), ``prior_top`` is ``p(z_L)`` and ``prior(i, z_parent)`` the
+    generative ``p(z_i|z_{i+1})``. Returns the posteriors, priors and samples of every layer."""
+    n = len(like)
+    q, p, z = [None] * n, [None] * n, [None] * n
+    top = n - 1
+    q[top], p[top] = like[top], prior_top
+    z[top] = draw(q[top], None if noise is None else noise[top], sample_shape)
+    for i in reversed(range(top)):
+        p[i] = prior(i, z[i + 1])  # the generative network, shared with generation
+        hat, prior_i = like[i].base_dist, p[i].base_dist
+        q[i] = normal(*precision_weighted_merge(hat.loc, hat.variance, prior_i.loc, prior_i.variance))
+        z[i] = draw(q[i], None if noise is None else noise[i])
+    return q, p, z
+
+
+__all__ = ["LVAE", "LVAEConfig", "precision_weighted_merge", "top_down"]
