@@ -21,7 +21,7 @@ from dgmlab.checkpoints import atomic_write_json, load_checkpoint, load_model
 from dgmlab.data import DATASETS, load_data, make_config
 from dgmlab.models import available_models, get_model_class
 from dgmlab.reporting import sessions_of
-from dgmlab.runtime import get_device, machine_description, seed_everything
+from dgmlab.runtime import device_speed, get_device, machine_description, seed_everything
 from dgmlab.training import TrainConfig, evaluate, fit
 
 EXAMPLES = """examples:
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-test", type=int, default=None, help="use only the first N test points")
     t.add_argument("--max-batches", type=int, default=None, help="cap on batches per epoch")
     t.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs")
+    t.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="stop after the epoch that passes this much wall-clock time (evaluated and saved; "
+                        "continue later with --resume)")
     t.add_argument("--clip-grad-value", type=float, default=None,
                    help="clip every gradient element to [-v, v] after the norm clip (the authors' code: 1)")
     t.add_argument("--weight-prior", action=argparse.BooleanOptionalAction, default=None,
@@ -172,6 +175,8 @@ def _train(args) -> int:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be a positive integer, got {value}")
     if args.lr is not None and not args.lr > 0:
         raise SystemExit(f"error: --lr must be positive, got {args.lr}")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise SystemExit(f"error: --time-limit must be a positive number of seconds, got {args.time_limit}")
     if args.eval_every < 1:
         raise SystemExit(f"error: --eval-every must be a positive integer, got {args.eval_every}")
     overrides = _parse_overrides(args.set, cls.Config)
@@ -203,6 +208,7 @@ def _train(args) -> int:
              "weight_prior": args.weight_prior}
     train_kwargs = {**defaults, **{k: v for k, v in given.items() if v is not None}}
     cfg = TrainConfig(seed=args.seed, eval_every=args.eval_every, progress=False if args.no_progress else None,
+                      time_limit_s=args.time_limit,
                       **train_kwargs)
 
     ckpt = out / "model.pt"
@@ -281,7 +287,7 @@ def _eval(args) -> int:
     results = evaluate(model, data)
     if hasattr(model, "log_likelihood"):
         x = data.test_inputs().to(device)
-        with torch.no_grad():
+        with torch.no_grad(), device_speed(device):
             ll = torch.cat([model.log_likelihood(xb, k=args.iw, chunk=args.chunk) for xb in x.split(100)])
         results[f"test_log_likelihood_iw{args.iw}"] = ll.mean().item()
     wall = time.perf_counter() - start

@@ -6,6 +6,7 @@ the default (a reader's laptop CPU) and full paper-scale runs from the CLI.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import random
@@ -50,6 +51,24 @@ def seed_everything(seed: int) -> torch.Generator:
     gen = torch.Generator()
     gen.manual_seed(seed)
     return gen
+
+
+@contextlib.contextmanager
+def device_speed(device: str | torch.device):
+    """Inside, on an accelerator, ``torch.distributions`` skips its argument checks: each check waits for the device
+    (dozens of waits per training step), and the models' inputs are checked once at their own entry points. On the
+    CPU nothing changes."""
+    from torch.distributions import Distribution
+
+    if torch.device(device).type == "cpu":
+        yield
+        return
+    before = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(before)
 
 
 def machine_description(device: torch.device | str | None = None) -> str:

@@ -18,7 +18,7 @@ import torch
 
 from dgmlab.checkpoints import load_checkpoint, load_model, save_checkpoint
 from dgmlab.data import DataBundle, iterate_batches, make_config
-from dgmlab.runtime import get_device, seed_everything
+from dgmlab.runtime import device_speed, get_device, seed_everything
 
 
 @dataclass
@@ -37,6 +37,10 @@ class TrainConfig:
             False: off).
         eval_every: evaluate on the test set every this many epochs (and always after the last).
         max_batches: cap on batches per epoch (quick runs).
+        resident: keep the training data on the model's device and cut, binarise and pick batches there (None:
+            whenever the device is not the CPU; see ``dgmlab.data.iterate_batches``).
+        time_limit_s: stop after the epoch during which this many seconds of wall clock have passed since ``fit``
+            was called (evaluating that epoch); the checkpoint lets a later call continue (None: no limit).
         progress: tqdm progress bars (None: on unless ``DGMLAB_PROGRESS=0``).
     """
 
@@ -54,6 +58,8 @@ class TrainConfig:
     eval_every: int = 1
     eval_batch_size: int = 1000
     max_batches: int | None = None
+    time_limit_s: float | None = None
+    resident: bool | None = None
     progress: bool | None = None
 
     def lr_at(self, epoch: int) -> float:
@@ -83,15 +89,16 @@ def _set_rng_state(generator: torch.Generator, state: dict) -> None:
 
 
 def evaluate(model, data: DataBundle, batch_size: int = 1000) -> dict[str, float]:
-    """Test metrics of ``model`` on ``data`` (classifiers: ``test_error``; bounds: ``test_elbo``)."""
+    """Test metrics of ``model`` on ``data`` (classifiers: ``test_error``; bounds: ``test_elbo``): floats, and lists
+    of floats for per-unit values."""
     was_training = model.training
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), device_speed(model.device):
         x = data.test_inputs().to(model.device)
         y = data.y_test.to(model.device)
         metrics = model.evaluate(x, y, batch_size=batch_size)
     model.train(was_training)
-    return {k: float(v) for k, v in metrics.items()}
+    return {k: [float(u) for u in v] if isinstance(v, (list, tuple)) else float(v) for k, v in metrics.items()}
 
 
 def fit(model, data: DataBundle, cfg: TrainConfig, checkpoint: str | Path | None = None,
@@ -101,9 +108,11 @@ def fit(model, data: DataBundle, cfg: TrainConfig, checkpoint: str | Path | None
     With ``checkpoint``, the state is saved atomically after every epoch; if the file already exists (from an
     interrupted run of the same model) training resumes after its last epoch.
     """
+    called = time.perf_counter()
     generator = seed_everything(cfg.seed)
     device = model.device
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    # One fused kernel for the whole update on a GPU; the same algorithm and state as the default implementation.
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=torch.device(device).type == "cuda")
     history: list[dict] = []
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
@@ -120,9 +129,11 @@ def fit(model, data: DataBundle, cfg: TrainConfig, checkpoint: str | Path | None
         t0 = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr_at(epoch)
-        train = _train_epoch(model, data, cfg, optimizer, generator, epoch, device, show)
+        with device_speed(device):
+            train = _train_epoch(model, data, cfg, optimizer, generator, epoch, device, show)
         record = {"epoch": epoch + 1, **train}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+        out_of_time = cfg.time_limit_s is not None and time.perf_counter() - called >= cfg.time_limit_s
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or out_of_time:
             record.update(evaluate(model, data, cfg.eval_batch_size))
         elapsed += time.perf_counter() - t0
         record["time_s"] = round(elapsed, 3)
@@ -135,6 +146,10 @@ def fit(model, data: DataBundle, cfg: TrainConfig, checkpoint: str | Path | None
         model.history = history
         if on_epoch is not None:
             on_epoch(epoch + 1, record)
+        if out_of_time:
+            print(f"stopped after epoch {epoch + 1} of {cfg.epochs}: the time limit of {cfg.time_limit_s:g} s "
+                  f"has passed; continue with --resume", flush=True)
+            break
     model.history = history
     return history
 
@@ -143,21 +158,29 @@ def _train_epoch(model, data, cfg, optimizer, generator, epoch, device, show) ->
     from tqdm.auto import tqdm
 
     model.train()
-    batches = iterate_batches(data, model.setting, cfg.batch_size, generator, cfg.labelled_batch_size, device)
+    batches = iterate_batches(data, model.setting, cfg.batch_size, generator, cfg.labelled_batch_size, device,
+                              cfg.resident)
     n_batches = max(len(data.x_train) // cfg.batch_size, 1)
     if cfg.max_batches is not None:
         n_batches = min(n_batches, cfg.max_batches)
     totals: dict[str, float] = {}
     bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not show,
                file=sys.stdout, dynamic_ncols=True)
+    # Sums stay on the device: one host sync per CHECK_EVERY batches rather than one per metric per batch.
+    check_every = 1 if torch.device(device).type == "cpu" else CHECK_EVERY
+    finite = torch.ones((), dtype=torch.bool, device=device)
     for i, batch in enumerate(batches):
         if i >= n_batches:
             break
         out = model.step(batch, epoch)
         loss = out.loss + (_weight_prior(model, len(data.x_train)) if cfg.weight_prior else 0.0)
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(f"the loss became {out.loss.item()} at epoch {epoch + 1}, batch {i + 1}; "
-                                     f"lower the learning rate or set clip_grad_norm")
+        finite &= torch.isfinite(out.loss.detach())
+        if (i + 1) % check_every == 0 or i + 1 == n_batches:
+            if not finite:
+                first = max(i + 2 - check_every, 1)
+                where = f"batch {i + 1}" if first == i + 1 else f"batches {first}-{i + 1}"
+                raise FloatingPointError(f"the loss became {out.loss.item()} at epoch {epoch + 1}, {where}; "
+                                         f"lower the learning rate or set clip_grad_norm")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip_grad_norm:
@@ -165,13 +188,23 @@ def _train_epoch(model, data, cfg, optimizer, generator, epoch, device, show) ->
         if cfg.clip_grad_value:
             torch.nn.utils.clip_grad_value_(model.parameters(), cfg.clip_grad_value)
         optimizer.step()
-        totals["train_loss"] = totals.get("train_loss", 0.0) + out.loss.item()
+        _accumulate(totals, "train_loss", out.loss)
         for k, v in out.metrics.items():
-            totals[f"train_{k}"] = totals.get(f"train_{k}", 0.0) + float(v)
+            _accumulate(totals, f"train_{k}", v)
         bar.update(1)
-        bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
+        if show:
+            bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
     bar.close()
-    return {k: v / n_batches for k, v in totals.items()}
+    return {k: float(v) / n_batches for k, v in totals.items()}
+
+
+CHECK_EVERY = 50
+"""On an accelerator, batches between two checks that the loss is finite (each check waits for the device)."""
+
+
+def _accumulate(totals: dict, key: str, value) -> None:
+    value = value.detach() if torch.is_tensor(value) else float(value)
+    totals[key] = totals[key] + value if key in totals else value
 
 
 def _weight_prior(model: torch.nn.Module, n_train: int) -> torch.Tensor:

@@ -312,7 +312,8 @@ def test_per_layer_kl_and_active_units_in_evaluate():
     metrics = m.evaluate(x, batch_size=4)
     layers = [f"test_kl_layer{i}" for i in range(1, 6)]
     assert {"test_elbo", "test_recon", "test_kl", "test_iw_bound", "test_active_units", *layers,
-            *(f"test_active_units_layer{i}" for i in range(1, 6))} == set(metrics)
+            *(f"test_active_units_layer{i}" for i in range(1, 6)),
+            *(f"test_unit_kl_layer{i}" for i in range(1, 6))} == set(metrics)
     assert sum(metrics[k] for k in layers) == pytest.approx(metrics["test_kl"], abs=1e-4)
     assert metrics["test_elbo"] == pytest.approx(metrics["test_recon"] - metrics["test_kl"], abs=1e-4)
     assert "test_iw_bound" not in tiny().evaluate(x)  # eval_iw = 0 by default

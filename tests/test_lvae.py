@@ -298,10 +298,15 @@ def test_per_layer_kl_sums_to_the_total_in_evaluate(cls):
     x = binary_data(30)
     metrics = m.evaluate(x, batch_size=7)
     layers = [f"test_kl_layer{i}" for i in (1, 2, 3, 4)]
+    unit_keys = [f"test_unit_kl_layer{i}" for i in (1, 2, 3, 4)]
     assert set(metrics) == {"test_elbo", "test_recon", "test_kl", "test_iw_bound", "test_active_units",
-                            *layers, *(f"test_active_units_layer{i}" for i in (1, 2, 3, 4))}
-    assert all(isinstance(v, float) for v in metrics.values())
+                            *layers, *(f"test_active_units_layer{i}" for i in (1, 2, 3, 4)), *unit_keys}
+    assert all(isinstance(v, float) for k, v in metrics.items() if k not in unit_keys)
     assert sum(metrics[k] for k in layers) == pytest.approx(metrics["test_kl"], abs=1e-4)
+    # the per-unit record (the data of Fig. 5.2) has one value per unit and sums to its layer
+    for i, (key, layer) in enumerate(zip(unit_keys, layers)):
+        assert len(metrics[key]) == m.config.sizes[i]
+        assert sum(metrics[key]) == pytest.approx(metrics[layer], abs=1e-3)
     assert metrics["test_elbo"] == pytest.approx(metrics["test_recon"] - metrics["test_kl"], abs=1e-4)
     assert metrics["test_active_units"] == sum(metrics[f"test_active_units_layer{i}"] for i in (1, 2, 3, 4))
     assert "test_iw_bound" not in m.evaluate(x, iw=1)

@@ -87,3 +87,74 @@ def test_bad_inputs_give_clear_errors():
         get_model_class("nope")
     with pytest.raises(ValueError, match="has no option"):
         make_config(get_model_class("mlp").Config, data, depth=3)
+
+
+@pytest.mark.parametrize("setting,labels", [("supervised", None), ("unsupervised", None), ("semi-supervised", 6)])
+def test_resident_batches_follow_the_same_order(setting, labels):
+    # Without binarisation the device-resident path must cut exactly the batches of the host path.
+    data = load_data("halfmoons", labels=labels)
+    from dgmlab.data import iterate_batches
+
+    host = list(iterate_batches(data, setting, 50, torch.Generator().manual_seed(3), 100, "cpu", resident=False))
+    kept = list(iterate_batches(data, setting, 50, torch.Generator().manual_seed(3), 100, "cpu", resident=True))
+    assert len(host) == len(kept) > 1
+    for a, b in zip(host, kept):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+
+
+def test_resident_binarisation_is_fresh_binary_and_the_labelled_subset_keeps_its_own_copy():
+    data = load_data("mnist", n_train=300, n_test=50)
+    from dgmlab.data import iterate_batches
+
+    gen = torch.Generator().manual_seed(0)
+    first = [b["x"] for b in iterate_batches(data, "unsupervised", 100, gen, device="cpu", resident=True)]
+    second = [b["x"] for b in iterate_batches(data, "unsupervised", 100, gen, device="cpu", resident=True)]
+    assert len(first) == 3 and set(torch.unique(first[0]).tolist()) <= {0.0, 1.0}
+    assert not torch.equal(torch.cat(first), torch.cat(second))  # a new seed, order and draw every epoch
+    labelled = load_data("mnist", labels=20, n_train=300, n_test=50)
+    labelled.resident("cpu")
+    assert len(labelled.labelled_only().resident("cpu")["x_train"]) == 20
+
+
+def test_resident_run_resumes_exactly(tmp_path):
+    # The epoch seed of the device generator comes from the checkpointed host generator.
+    data = load_data("mnist", n_train=200, n_test=50)
+    cls = get_model_class("vae")
+
+    def model():
+        seed_everything(0)
+        return cls(make_config(cls.Config, data, hidden=(16,), z_dim=2))
+
+    cfg = TrainConfig(epochs=3, batch_size=50, seed=5, progress=False, resident=True)
+    full = model()
+    fit(full, data, cfg, checkpoint=tmp_path / "full.pt")
+    part = model()
+    fit(part, data, TrainConfig(**{**cfg.__dict__, "epochs": 1}), checkpoint=tmp_path / "part.pt")
+    resumed = model()
+    fit(resumed, data, cfg, checkpoint=tmp_path / "part.pt")
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+
+
+def test_time_limit_stops_after_the_epoch_and_evaluates_it(tmp_path, capsys):
+    data = load_data("halfmoons")
+    history = fit(_mlp(data), data, TrainConfig(epochs=50, eval_every=10, progress=False, time_limit_s=1e-9),
+                  checkpoint=tmp_path / "m.pt")
+    assert len(history) == 1 and "test_error" in history[0]
+    assert "time limit" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "m.pt")["epoch"] == 1
+
+
+def test_device_speed_switches_distribution_checks_off_only_off_the_cpu():
+    from torch.distributions import Distribution
+
+    from dgmlab.runtime import device_speed
+
+    before = Distribution._validate_args
+    with device_speed("cpu"):
+        assert Distribution._validate_args == before
+    with device_speed("meta"):  # any device that is not the CPU
+        assert Distribution._validate_args is False
+    assert Distribution._validate_args == before

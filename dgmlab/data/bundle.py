@@ -47,6 +47,7 @@ class DataBundle:
     y_labelled: torch.Tensor | None = None
     test_seed: int = 0
     _x_test_fixed: torch.Tensor | None = field(default=None, repr=False)
+    _resident: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def input_dim(self) -> int:
@@ -78,6 +79,18 @@ class DataBundle:
 
     def prepare(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return mnist.binarize(x, generator) if self.dynamic_binarization else x
+
+    def resident(self, device: torch.device | str) -> dict[str, torch.Tensor]:
+        """The training tensors (``x_train``, ``y_train`` and the labelled subset) on ``device``, copied once and
+        kept, so that batches are cut and binarised there without a host-to-device copy per batch."""
+        device = torch.device(device)
+        key = str(device)
+        if key not in self._resident:
+            if self.dynamic_binarization and (self.x_train.min() < 0 or self.x_train.max() > 1):
+                raise ValueError(f"{self.name}: binarised data must hold intensities in [0, 1]")
+            names = ("x_train", "y_train", "x_labelled", "y_labelled")
+            self._resident[key] = {n: getattr(self, n).to(device) for n in names if getattr(self, n) is not None}
+        return self._resident[key]
 
     def to_image(self, x: torch.Tensor) -> torch.Tensor:
         """Model inputs back to images of ``image_shape`` (trimmed pixels restored as 0)."""
@@ -195,16 +208,29 @@ def _pv(labels: int | str | None, seed: int, inputs: str) -> DataBundle:
 
 
 def iterate_batches(data: DataBundle, setting: str, batch_size: int, generator: torch.Generator,
-                    labelled_batch_size: int = 100, device: torch.device | str = "cpu") -> Iterator[dict]:
+                    labelled_batch_size: int = 100, device: torch.device | str = "cpu",
+                    resident: bool | None = None) -> Iterator[dict]:
     """One epoch of batches for ``setting`` (``supervised``, ``unsupervised`` or ``semi-supervised``).
 
     Semi-supervised batches follow the thesis' scheme (reproduction notes rn-semi-batches): ``batch_size``
     unlabelled points drawn without replacement from the whole training set, plus ``labelled_batch_size`` labelled
     points (all of them when the labelled set is that small, so every batch sees the same labelled points). Binary
     data is binarised afresh here.
+
+    ``resident`` (default: whenever ``device`` is not the CPU) keeps the data on ``device`` and draws the
+    binarisation and the labelled picks there, from a device generator seeded once per epoch by ``generator``:
+    the same scheme and the same data order, other random numbers than the CPU path, and no host-device transfer
+    or synchronisation per batch. A run stays exactly resumable, since the epoch's seed comes from ``generator``.
     """
     if setting == "semi-supervised" and data.x_labelled is None:
         raise ValueError(f"a semi-supervised model needs a labelled subset: pass --labels N for {data.name}")
+    if setting not in ("supervised", "unsupervised", "semi-supervised"):
+        raise ValueError(f"unknown setting {setting!r}")
+    if resident is None:
+        resident = torch.device(device).type != "cpu"
+    if resident:
+        yield from _resident_batches(data, setting, batch_size, generator, labelled_batch_size, device)
+        return
     n = len(data.x_train)
     perm = torch.randperm(n, generator=generator)
     for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
@@ -222,3 +248,25 @@ def iterate_batches(data: DataBundle, setting: str, batch_size: int, generator: 
                    "y_l": data.y_labelled[lidx].to(device)}
         else:
             raise ValueError(f"unknown setting {setting!r}")
+
+
+def _resident_batches(data: DataBundle, setting: str, batch_size: int, generator: torch.Generator,
+                      labelled_batch_size: int, device) -> Iterator[dict]:
+    t = data.resident(device)
+    device = t["x_train"].device
+    n = len(data.x_train)
+    perm = torch.randperm(n, generator=generator).to(device)  # the host path's data order, moved once per epoch
+    epoch_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    g = torch.Generator(device=device).manual_seed(epoch_seed)
+    for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+        idx = perm[start:start + batch_size]
+        x = data.prepare(t["x_train"][idx], g)
+        if setting == "supervised":
+            yield {"x": x, "y": t["y_train"][idx]}
+        elif setting == "unsupervised":
+            yield {"x": x}
+        else:
+            n_l = len(t["x_labelled"])
+            lidx = (torch.arange(n_l, device=device) if n_l <= labelled_batch_size
+                    else torch.randperm(n_l, generator=g, device=device)[:labelled_batch_size])
+            yield {"x_u": x, "x_l": data.prepare(t["x_labelled"][lidx], g), "y_l": t["y_labelled"][lidx]}

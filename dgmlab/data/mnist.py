@@ -73,10 +73,15 @@ def trim_mask(x_train: torch.Tensor, threshold: float = TRIM_THRESHOLD) -> torch
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Dynamic binarisation: one draw ``Bernoulli(x)`` per pixel (x holds intensities in [0, 1])."""
-    if x.min() < 0 or x.max() > 1:
+    """Dynamic binarisation: one draw ``Bernoulli(x)`` per pixel (x holds intensities in [0, 1]).
+
+    The uniforms come from ``generator`` on its own device (the CPU when ``None``), so a generator on the GPU keeps
+    the whole step there. The range check runs on CPU tensors only: on an accelerator it would make every batch wait
+    for the device (``DataBundle.resident`` checks the data once when it moves it)."""
+    if x.device.type == "cpu" and (x.min() < 0 or x.max() > 1):
         raise ValueError("binarize expects intensities in [0, 1]")
-    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+    where = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=where).to(x.device)
     return (u < x).to(x.dtype)
 
 

@@ -151,7 +151,7 @@ class AVAE(Model):
         b = self.bound(batch["x"])
         loss = -(b["log_px"] - temp * (b["kl_z"] + b["kl_a"])).mean()
         terms = {k: v.mean().detach() for k, v in b.items()}
-        return Output(loss, terms, {"temperature": temp, **{k: v.item() for k, v in terms.items()}})
+        return Output(loss, terms, {"temperature": temp, **terms})
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000) -> dict[str, float]:

@@ -25,7 +25,8 @@ from torch import nn
 @dataclass
 class Output:
     """What one forward pass returns: the scalar ``loss`` to minimise, the named bound ``terms`` (tensors, averaged
-    over the batch, in nats, natural sign) and ``metrics`` (floats) for logging."""
+    over the batch, in nats, natural sign) and ``metrics`` for logging (floats or detached 0-d tensors: the training
+    loop sums tensors on the device and reads them once per epoch, so a step need not wait for the GPU)."""
 
     loss: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)

@@ -382,7 +382,7 @@ class CaGeM(SemiSupervisedModel):
         unl = self._unlabelled(x_u, s, None)
         objective = unl.tempered(temp).mean()
         terms = {"unlabelled_bound": unl.value.mean().detach(), **unl.means("u_")}
-        metrics = {"unlabelled_bound": terms["unlabelled_bound"].item(), "temperature": temp}
+        metrics = {"unlabelled_bound": terms["unlabelled_bound"], "temperature": temp}
         if x_l is not None:
             labelled_norm = frozen_running_stats if self.config.bn_labelled == "batch" else running_stats_mode
             with labelled_norm(self):
@@ -394,8 +394,8 @@ class CaGeM(SemiSupervisedModel):
                 chosen = log_p if self.config.classifier == "p" else log_q
                 error_l = (torch.logsumexp(chosen, 0).argmax(-1) != y_l).float().mean() * 100
             terms.update(cross_entropy_p=ce_p.mean().detach(), cross_entropy_q=ce_q.mean().detach())
-            metrics.update(cross_entropy_p=ce_p.mean().item(), cross_entropy_q=ce_q.mean().item(),
-                           labelled_error=error_l.item())
+            metrics.update(cross_entropy_p=terms["cross_entropy_p"], cross_entropy_q=terms["cross_entropy_q"],
+                           labelled_error=error_l)
         return Output(-objective, terms, metrics)
 
     # -------------------------------------------------------------------------------------------- evaluation

@@ -449,7 +449,7 @@ class FAME(HierarchicalVAE):
             terms["iw_bound"] = objectives.iw_bound(s.log_px + ratio, dim=0)
         terms = {k: v.mean().detach() for k, v in terms.items()}
         return Output(loss=-bound.mean(), terms=terms,
-                      metrics={"temperature": temp, **{k: float(v) for k, v in terms.items()}})
+                      metrics={"temperature": temp, **terms})
 
     # ------------------------------------------------------------------------------------------------ using the model
     @torch.no_grad()

@@ -400,14 +400,15 @@ class HierarchicalVAE(Model):
             terms["iw_bound"] = objectives.iw_bound(s.log_px + ratio, dim=1).mean(0)
         terms = {k: v.mean().detach() for k, v in terms.items()}
         return Output(loss=-bound.mean(), terms=terms,
-                      metrics={"temperature": temp, **{k: float(v) for k, v in terms.items()}})
+                      metrics={"temperature": temp, **terms})
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000,
                  iw: int | None = None) -> dict[str, float]:
         """Test metrics in nats per point (one posterior sample per point): ``test_elbo`` (``L_1``), ``test_recon``,
         ``test_kl`` (all layers) and ``test_kl_layer{i}`` (they sum to ``test_kl``), ``test_active_units_layer{i}``
-        (units with average KL > 0.01 nats) and their total ``test_active_units``, and ``test_iw_bound`` (``L_iw``,
+        (units with average KL > 0.01 nats) and their total ``test_active_units``, ``test_unit_kl_layer{i}`` (a list:
+        the KL of every unit, which sums to ``test_kl_layer{i}``), and ``test_iw_bound`` (``L_iw``,
         default ``config.eval_iw``; skipped when ``iw <= 1``). ``y`` is ignored."""
         k = self.config.eval_iw if iw is None else iw
         self.check_observed(x)
@@ -436,6 +437,9 @@ class HierarchicalVAE(Model):
         active = [objectives.active_units(u / len(x)) for u in units]
         metrics.update({f"test_active_units_layer{i + 1}": float(a) for i, a in enumerate(active)})
         metrics["test_active_units"] = float(sum(active))
+        # Per unit, so that the history of a run holds the data of thesis Fig. 5.2 (log KL per unit against epoch).
+        metrics.update({f"test_unit_kl_layer{i + 1}": [round(float(v), 6) for v in u / len(x)]
+                        for i, u in enumerate(units)})
         return metrics
 
     # ----------------------------------------------------------------------------------------------- using the model

@@ -254,9 +254,8 @@ class SemiSupervisedModel(Model):
             error_l = (pred != y_l).float().mean() * 100
         terms = {"labelled_bound": lab.value.mean().detach(), "unlabelled_bound": unl.value.mean().detach(),
                  "cross_entropy": ce.mean().detach(), **unl.means("u_")}
-        metrics = {"labelled_bound": terms["labelled_bound"].item(), "unlabelled_bound": terms["unlabelled_bound"].item(),
-                   "cross_entropy": terms["cross_entropy"].item(), "labelled_error": error_l.item(),
-                   "temperature": temp}
+        metrics = {"labelled_bound": terms["labelled_bound"], "unlabelled_bound": terms["unlabelled_bound"],
+                   "cross_entropy": terms["cross_entropy"], "labelled_error": error_l, "temperature": temp}
         return Output(-objective, terms, metrics)
 
     @torch.no_grad()

@@ -66,7 +66,7 @@ class MLPClassifier(Model):
         check_labels(y, self.config.n_classes)
         logits = self.forward(x)
         loss = F.cross_entropy(logits, y)
-        error = (logits.argmax(-1) != y).float().mean().item() * 100
+        error = (logits.argmax(-1) != y).float().mean().detach() * 100
         return Output(loss, {"cross_entropy": loss.detach()}, {"error": error})
 
     @torch.no_grad()

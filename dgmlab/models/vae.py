@@ -317,7 +317,7 @@ class VAE(LatentVariableModel):
         terms = {k: v.mean().detach() for k, v in terms.items()}
         # the training loop logs metrics (as train_<name>), so the bound's pieces go there too
         return Output(loss=-bound.mean(), terms=terms,
-                      metrics={"temperature": temp, **{k: float(v) for k, v in terms.items()}})
+                      metrics={"temperature": temp, **terms})
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000,

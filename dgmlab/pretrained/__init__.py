@@ -47,12 +47,13 @@ def load_pretrained(name: str, expect: str | None = None, device=None):
     return load_model(path(name), expect=expect, device=device)
 
 
-def export_run(run_dir: str | Path, name: str, half: bool = True) -> Path:
+def export_run(run_dir: str | Path, name: str, half: bool = True, into: str | Path | None = None) -> Path:
     """Copy a CLI run (``run_dir/model.pt`` + ``metrics.json``) into ``dgmlab/pretrained/name/``, dropping the
     optimiser and random-number states that only resuming needs (two thirds of the size with Adam).
 
     With ``half``, floating-point weights are stored as float16 (half the size again); ``load_model`` copies them
-    back into the float32 parameters, which changes the outputs only in the fourth significant digit."""
+    back into the float32 parameters, which changes the outputs only in the fourth significant digit. ``into``
+    writes the export to ``into/name/`` instead (e.g. to carry it off a machine before shipping it)."""
     import shutil
 
     from dgmlab.checkpoints import atomic_write_bytes, load_checkpoint
@@ -64,7 +65,7 @@ def export_run(run_dir: str | Path, name: str, half: bool = True) -> Path:
     state["optimizer"], state["rng"] = None, {}
     if half:
         state["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in state["state_dict"].items()}
-    target = ROOT / name
+    target = (Path(into) if into is not None else ROOT) / name
     target.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(target / "model.pt", lambda f: torch.save(state, f))
     shutil.copyfile(run_dir / "metrics.json", target / "metrics.json.tmp")
