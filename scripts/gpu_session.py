@@ -73,6 +73,9 @@ def smoke(job: dict) -> dict:
     return job
 
 
+PRECHECK = ("lvae-bn-wu-d5", "vae-d5", "avae-mnist", "cagem-mnist100", "fame-mnist", "fame_noconcat-mnist")
+
+
 def run_job(job: dict, args, t0: float, log) -> None:
     py = [sys.executable, "-m", "dgmlab"]
     folder = ROOT / job["dir"]
@@ -145,6 +148,8 @@ def main() -> int:
     parser.add_argument("--pack-s", type=float, default=40.0, help="time kept for packing at the end (s)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these job names")
     parser.add_argument("--smoke", action="store_true", help="tiny runs, to check the pipeline on a CPU")
+    parser.add_argument("--precheck", action=argparse.BooleanOptionalAction, default=True,
+                        help="first train each model family for three batches and stop if one fails")
     args = parser.parse_args()
     t0 = time.time()
     selected = [j for j in jobs() if args.only is None or j["name"] in args.only]
@@ -157,6 +162,25 @@ def main() -> int:
             print(f"[{time.time() - t0:6.1f} s] {msg}", flush=True)
 
     os.environ.update(OMP_NUM_THREADS="1", DGMLAB_PROGRESS="0", PYTHONUNBUFFERED="1")
+    if args.precheck:
+        # A few batches of one run per model family first: a failure costs seconds of the lease, not all of it.
+        checks = [smoke(j) for j in jobs() if j["name"] in PRECHECK]
+        for j in checks:
+            j["train"] += " --max-batches 3"
+            j["dir"] = j["dir"].replace("runs/smoke/", "runs/precheck/", 1)
+        commands = [[sys.executable, "-m", "dgmlab", "train", *shlex.split(j["train"]), "--device", args.device,
+                     "--out", j["dir"], "--no-progress", "--fresh"] for j in checks]
+        procs = [subprocess.Popen(c, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for c in commands]
+        failed = False
+        for j, proc in zip(checks, procs):
+            text, _ = proc.communicate()
+            if proc.returncode != 0:
+                failed = True
+                log(f"precheck {j['name']} failed:\n{text[-3000:]}")
+        log("precheck " + ("FAILED: nothing else is run" if failed else "passed"))
+        if failed:
+            return 3
     log(f"{len(selected)} runs on {args.device}: {', '.join(j['name'] for j in selected)}")
     threads = [threading.Thread(target=run_job, args=(j, args, t0, log), daemon=True) for j in selected]
     for t in threads:
