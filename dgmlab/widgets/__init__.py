@@ -8,8 +8,9 @@ Example (chapter 3)::
 """
 
 from dgmlab.widgets.explorer import ExplorerView, class_conditional_explorer, latent_explorer, latent_grid
+from dgmlab.widgets.layers import layer_explorer
 from dgmlab.widgets.static import StaticView, save_page
 from dgmlab.widgets.threshold import threshold_explorer
 
-__all__ = ["ExplorerView", "StaticView", "class_conditional_explorer", "latent_explorer", "latent_grid", "save_page",
-           "threshold_explorer"]
+__all__ = ["ExplorerView", "StaticView", "class_conditional_explorer", "latent_explorer", "latent_grid",
+           "layer_explorer", "save_page", "threshold_explorer"]
