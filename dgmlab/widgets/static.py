@@ -39,11 +39,11 @@ _CSS = """
 .dgmx-an{font-style:italic}
 .dgmx-map{position:relative;cursor:crosshair;background:#000;user-select:none}
 .dgmx-grid{display:grid}
-.dgmx-scatter{position:absolute;left:0;top:0;width:100%;height:100%;pointer-events:none;display:none;
+.dgmx .dgmx-scatter{position:absolute;left:0;top:0;width:100%;height:100%;pointer-events:none;display:none;
   image-rendering:auto !important}
 .dgmx-map.dgmx-points{background:#fff}
 .dgmx-map.dgmx-points .dgmx-grid{opacity:.3}
-.dgmx-map.dgmx-points .dgmx-scatter{display:block}
+.dgmx .dgmx-map.dgmx-points .dgmx-scatter{display:block}
 .dgmx-box{position:absolute;pointer-events:none;display:none;border:2px solid __ACCENT__}
 .dgmx-hov{border-style:dashed}
 .dgmx-buttons button{font:inherit;font-size:12px;padding:1px 8px;margin-right:4px;border:1px solid #888;
