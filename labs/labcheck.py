@@ -6,9 +6,11 @@ student's function. A check runs the student's code on several random inputs, co
 raises ``AssertionError`` with a message that says what is wrong and what to try. A stub that still raises
 ``NotImplementedError`` turns into an ``AssertionError`` saying that the exercise is not done yet, with its hint.
 
-The module depends only on NumPy and PyTorch (not on dgmlab), so that ``labs/student/`` can be handed out as a
-self-contained folder. The reference implementations below are visible to anyone who opens this file: the checks are
-for learning, not for exams (see book/instructors.md).
+The module imports only NumPy and PyTorch, so that ``labs/student/`` can be handed out as a self-contained folder: the
+checks of Labs 1-4 and 6 work without dgmlab. The exception is Lab 5 (the CaGeM unlabelled bound): its checks compare
+with dgmlab's own CaGeM (``dgmlab.models.cagem``, through ``dgmlab.cagem_lab``) and import dgmlab when they are
+called, never when this module is imported; that lab uses dgmlab anyway. The reference implementations below are
+visible to anyone who opens this file: the checks are for learning, not for exams (see book/instructors.md).
 """
 
 from __future__ import annotations
@@ -115,14 +117,21 @@ def _shape(arr: np.ndarray, expected: tuple, exercise: str, what: str, fix: str 
         _fail(exercise, f"{what} has shape {tuple(arr.shape)}, expected {tuple(expected)}. {fix}".rstrip())
 
 
-def _t(value, exercise: str, what: str) -> torch.Tensor:
+def _t(value, exercise: str, what: str, fix: str = "so that gradients can flow") -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         _fail(exercise, f"{what} should be a torch.Tensor, got {type(value).__name__}; build it with torch "
-                        f"operations so that gradients can flow")
+                        f"operations {fix}")
     return value
 
 
 def _close_t(a: torch.Tensor, b: torch.Tensor, tol: float) -> bool:
+    return _rel(a.detach().double().cpu().numpy(), b.detach().double().cpu().numpy()) < tol
+
+
+def _same(a, b, tol: float = 1e-9) -> bool:
+    """``a`` is a tensor of the shape of ``b`` and their relative difference is below ``tol`` (NaNs never match)."""
+    if not isinstance(a, torch.Tensor) or tuple(a.shape) != tuple(b.shape):
+        return False
     return _rel(a.detach().double().cpu().numpy(), b.detach().double().cpu().numpy()) < tol
 
 
@@ -1255,12 +1264,6 @@ def _ref_top_down(model: TinyLVAE, x: torch.Tensor, eps1: torch.Tensor, eps2: to
                 "prior_at": lambda z: model._gaussian(model.prior(z))}
 
 
-def _same(a, b, tol: float = 1e-9) -> bool:
-    if not isinstance(a, torch.Tensor) or tuple(a.shape) != tuple(b.shape):
-        return False
-    return _rel(a.detach().double().cpu().numpy(), b.detach().double().cpu().numpy()) < tol
-
-
 @_keeps_rng
 def check_top_down(top_down: Callable, seed: int = 0) -> None:
     """Exercise 4d: the top-down inference pass of a two-layer ladder VAE (thesis eqs. 5.1-5.4; Sønderby et al.
@@ -1376,6 +1379,214 @@ def check_top_down(top_down: Callable, seed: int = 0) -> None:
                   "(no .detach(), .sample() or torch.no_grad()) so that the top layer learns through the layers below")
     _passed(ex, "z2 from q(z2|x), the prior of z1 at the sampled z2, the precision-weighted posterior of z1 and one "
                 "analytic KL per layer all match the reference")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Lab 5: the CaGeM unlabelled bound (thesis eqs. 4.24-4.27 and 4.30-4.32). The student assembles the bound and the
+# cascade classifier from the per-cluster terms of ``dgmlab.cagem_lab.cagem_terms``; the checks compare with dgmlab's
+# own CaGeM on the same random numbers and import dgmlab when they are called (the other labs' checks do not need it).
+# ----------------------------------------------------------------------------------------------------------------------
+
+__all__ += ["check_labelled_terms", "check_cagem_unlabelled_bound", "check_cascade_classifier"]
+
+_CAGEM_TOL = 1e-7  # relative difference below which a student's table counts as equal to the reference
+
+
+@torch.no_grad()
+def _cagem_reference(model, x: torch.Tensor, noise: dict) -> dict[str, torch.Tensor]:
+    """dgmlab's own numbers: the labelled bound for every cluster (one call per cluster, the same ``z1`` and the
+    ``z2`` drawn for that cluster), the unlabelled bound (one batched call) and the cascade."""
+    b, k = len(x), model.n_clusters
+    per_class = [model.labelled_bound(x, torch.full((b,), c, dtype=torch.long),
+                                      noise={"z1": noise["z1"], "z2": noise["z2"][:, c]}).value for c in range(k)]
+    _, log_p = model.classifier_log_probs(x, 1, noise)
+    return {"f": torch.stack(per_class, -1), "U": model.unlabelled_bound(x, noise=noise).value, "cascade": log_p[0]}
+
+
+def _cagem_cases(seed: int, n_cases: int = 2, batch: int = 5):
+    """``(model, x, noise, terms, reference)`` on tiny random CaGeMs (``dgmlab.cagem_lab.tiny_cagem``); ``batch``
+    differs from the number of clusters (3), so that mixed-up axes show."""
+    from dgmlab.cagem_lab import cagem_terms, draw_noise, tiny_cagem
+
+    for i in range(n_cases):
+        model = tiny_cagem(seed + i)
+        gen = torch.Generator().manual_seed(100 + seed + i)
+        x = torch.rand(batch, model.config.x_dim, generator=gen, dtype=torch.float64).bernoulli(generator=gen)
+        noise = draw_noise(model, x, gen)
+        yield model, x, noise, cagem_terms(model, x, noise), _cagem_reference(model, x, noise)
+
+
+def _cagem_result(value, exercise: str, what: str) -> torch.Tensor:
+    """A student's table as a detached float64 tensor (anything else fails the check)."""
+    return _t(value, exercise, what, "on the tensors you were given").detach().double()
+
+
+def _copy_terms(terms: dict) -> dict:
+    """A fresh copy, so that a student function that changes its input in place cannot spoil the next comparison."""
+    return {k: v.clone() for k, v in terms.items()}
+
+
+@_keeps_rng
+def check_labelled_terms(labelled_terms: Callable, seed: int = 0) -> None:
+    """Exercise 5a: ``f(x, y) = log p(x|y,z1) + log p(z1|y,z2) + log p(y|z2) + log p(z2) - log q(z1|x)
+    - log q(z2|x,y,z1)`` for every cluster ``y``, shape ``(B, K)``, checked against ``CaGeM.labelled_bound``."""
+    __tracebackhide__ = True
+    from dgmlab.cagem_lab import TERM_KEYS
+
+    ex = "5a"
+    for model, x, noise, t, ref in _cagem_cases(seed):
+        b, k = ref["f"].shape
+        try:
+            out = _call(ex, labelled_terms, _copy_terms(t))
+        except RuntimeError as err:
+            if "must match the size" in str(err) or "shape" in str(err):
+                _fail(ex, f"a shape mismatch ({err}). log_qz1 has shape (B,) = ({b},): one z1 per point, shared by "
+                          f"all K clusters; the other terms are (B, K) = ({b}, {k}). Give log_qz1 a class axis to "
+                          f"broadcast along: t['log_qz1'][:, None]")
+            raise
+        got = _cagem_result(out, ex, "labelled_terms(t)")
+        if got.shape == (k, b):
+            _fail(ex, f"the result has shape (K, B) = {tuple(got.shape)}; return (B, K) = ({b}, {k}), one row per "
+                      f"point and one column per cluster, like the terms you were given")
+        if got.shape != (b, k):
+            _fail(ex, f"the result has shape {tuple(got.shape)}, expected (B, K) = ({b}, {k}): one value per point "
+                      f"and cluster (do not sum over clusters or over the batch here)")
+        if _same(got, ref["f"], _CAGEM_TOL):
+            continue
+        px, pz1, py, pz2, qz2 = (t[key] for key in TERM_KEYS)
+        qz1 = t["log_qz1"][:, None]
+        kl1, kl2 = qz1 - pz1, qz2 - pz2
+        wrong = {
+            "the KL term of z1 has the wrong sign: the bound SUBTRACTS log q(z1|x) - log p(z1|y,z2) (adds the log "
+            "prior, subtracts the log posterior)": px + py + kl1 - kl2,
+            "the KL term of z2 has the wrong sign: the bound SUBTRACTS log q(z2|x,y,z1) - log p(z2) (adds the log "
+            "prior, subtracts the log posterior)": px + py - kl1 + kl2,
+            "both KL terms have the wrong sign: f = log p(x|y,z1) + log p(y|z2) - [log q(z1|x) - log p(z1|y,z2)] - "
+            "[log q(z2|x,y,z1) - log p(z2)]; every log q is subtracted, every log p added": px + py + kl1 + kl2,
+            "log p(y|z2) is missing: in CaGeM the cluster prior is a learned network of z2, not a constant, and it is "
+            "the term that ties z2 to the clusters": px - kl1 - kl2,
+            "log q(z1|x) is missing: z1 is drawn from q(z1|x), so its log-density is subtracted (once per point, the "
+            "same for every cluster)": px + py + pz1 - kl2,
+            "log q(z2|x,y,z1) is missing: z2 is drawn from q(z2|x,y,z1), so its log-density is subtracted": px + py
+            - kl1 + pz2,
+            "you returned the negative of f (a loss); return the bound itself": -ref["f"],
+        }
+        for advice, value in wrong.items():
+            if _same(got, value, _CAGEM_TOL):
+                _fail(ex, advice)
+        worst = (got - ref["f"]).abs().max().item()
+        _fail(ex, f"f differs from CaGeM.labelled_bound by up to {worst:.3g} nats; f = log_px + log_pz1 + log_py + "
+                  f"log_pz2 - log_qz1 - log_qz2 (log_qz1 broadcast over the clusters)")
+    _passed(ex, "f(x, y) matches dgmlab's labelled bound for every cluster, on two random models")
+
+
+def _entropy(log_q: torch.Tensor) -> torch.Tensor:
+    return -(log_q.exp() * log_q).sum(-1)
+
+
+@_keeps_rng
+def check_cagem_unlabelled_bound(unlabelled_bound: Callable, seed: int = 0) -> None:
+    """Exercise 5b: ``U(x) = sum_y q(y|z1,x) f(x, y) + H[q(y|z1,x)]`` with ``q = softmax(scores)`` over the
+    clusters, shape ``(B,)``, checked against ``CaGeM.unlabelled_bound`` (one batched pass of the library)."""
+    __tracebackhide__ = True
+    ex = "5b"
+    for model, x, noise, t, ref in _cagem_cases(seed):
+        b, k = ref["f"].shape
+        scores, f = t["scores"].clone(), ref["f"].clone()
+        got = _cagem_result(_call(ex, unlabelled_bound, scores.clone(), f.clone()), ex,
+                            "unlabelled_bound(scores, f)")
+        if got.shape == (k,):
+            _fail(ex, f"the result has shape {tuple(got.shape)} = (K,): you summed over the batch (axis 0). Sum over "
+                      f"the clusters, the last axis, and keep one value per point: shape (B,) = ({b},)")
+        if got.shape != (b,):
+            _fail(ex, f"the result has shape {tuple(got.shape)}, expected (B,) = ({b},): one bound per point, the "
+                      f"clusters summed out")
+        if _same(got, ref["U"], _CAGEM_TOL):
+            continue
+        log_q = torch.log_softmax(scores, -1)
+        q, h = log_q.exp(), _entropy(log_q)
+        log_q0 = torch.log_softmax(scores, 0)
+        q0, h0 = log_q0.exp(), _entropy(log_q0)
+        wrong = {
+            "the cluster terms are summed without the weights q(y|z1,x): U(x) = sum_y q(y|z1,x) f(x, y) + "
+            "H[q(y|z1,x)]; each cluster counts as much as the classifier believes in it": [f.sum(-1) + h, f.sum(-1)],
+            "you averaged the cluster terms (weights 1/K) instead of weighting them by q(y|z1,x) = softmax(scores)":
+                [f.mean(-1) + h, f.mean(-1)],
+            "the entropy term H[q(y|z1,x)] = -sum_y q log q is missing: it is the -log q(y|z1,x) of the ratio "
+            "p/q, averaged over y": [(q * f).sum(-1)],
+            "the entropy has the wrong sign: H[q] = -sum_y q(y) log q(y) >= 0 is ADDED to the weighted sum":
+                [(q * f).sum(-1) - h],
+            "you weighted the cluster terms by log q(y|z1,x) instead of q(y|z1,x): the weights are probabilities "
+            "(softmax of the scores, summing to 1 over the clusters), log q only appears inside the entropy":
+                [(log_q * f).sum(-1) + h, (log_q * f).sum(-1), (log_q * f).sum(-1) - h],
+            "you used the raw scores as weights: turn them into probabilities first, q = softmax(scores) over the "
+            "clusters (the last axis)": [(scores * f).sum(-1) + h, (scores * f).sum(-1) + _entropy(scores)],
+            "q is normalised over the wrong axis: softmax over the batch (axis 0) makes each COLUMN sum to 1; the "
+            "probabilities of one point must sum to 1 over its clusters, softmax(scores, dim=-1)":
+                [(q0 * f).sum(-1) + h0, (q0 * f).sum(-1) + h],
+            "you computed log sum_y exp f(x, y), the bound with y summed out exactly (as the importance-weighted "
+            "estimate does); it is at least U(x). U(x) weights the terms by the classifier q(y|z1,x) and adds its "
+            "entropy, which is what trains q": [torch.logsumexp(f, -1)],
+            "you returned the negative bound (a loss); return U(x) itself": [-ref["U"]],
+        }
+        for advice, values in wrong.items():
+            if any(_same(got, v, _CAGEM_TOL) for v in values):
+                _fail(ex, advice)
+        worst = (got - ref["U"]).abs().max().item()
+        _fail(ex, f"U(x) differs from CaGeM.unlabelled_bound by up to {worst:.3g} nats; q = softmax(scores, -1), "
+                  f"then (q * f).sum(-1) plus the entropy -(q * log q).sum(-1)")
+    _passed(ex, "U(x) matches dgmlab's batched unlabelled bound (eq. 4.27) on two random models")
+
+
+@_keeps_rng
+def check_cascade_classifier(cascade_log_probs: Callable, seed: int = 0) -> None:
+    """Exercise 5c: ``log p(y|x) ~ log sum_c q(c|z1,x) p(y|z2^c)`` (eqs. 4.30-4.32), shape ``(B, K)``, checked
+    against ``CaGeM.classifier_log_probs``."""
+    __tracebackhide__ = True
+    ex = "5c"
+    for model, x, noise, t, ref in _cagem_cases(seed):
+        scores, table = t["scores"].clone(), t["log_p_y_given_z2"].clone()
+        b, k = scores.shape
+        want = ref["cascade"]
+        got = _cagem_result(_call(ex, cascade_log_probs, scores.clone(), table.clone()), ex,
+                            "cascade_log_probs(scores, log_p_y_given_z2)")
+        if got.shape != (b, k):
+            _fail(ex, f"the result has shape {tuple(got.shape)}, expected (B, K) = ({b}, {k}): for every point the "
+                      f"log-probability of every class y (the clusters c are summed out)")
+        if _same(got, want, _CAGEM_TOL):
+            continue
+        log_q = torch.log_softmax(scores, -1)
+        log_q0 = torch.log_softmax(scores, 0)
+        if torch.isnan(got).any():
+            _fail(ex, "the result holds NaN: a log of a negative number? The weights are the probabilities "
+                      "q(c|z1,x) (softmax of the scores), not log q; mixing log-probabilities with probabilities "
+                      "gives negative sums")
+        wrong = {
+            "you returned probabilities; return log-probabilities, log p(y|x) (use torch.logsumexp over c)":
+                [want.exp()],
+            "the clusters c are averaged with equal weights 1/K: the cascade weights each p(y|z2^c) by how much "
+            "q(c|z1,x) believes in cluster c": [torch.logsumexp(table, 1) - math.log(k), torch.logsumexp(table, 1)],
+            "you summed over the wrong axis of log_p_y_given_z2: entry [b, c, y] is log p(y|z2^c), and the sum runs "
+            "over c (axis 1), leaving y": [torch.logsumexp(log_q[:, None, :] + table, 2),
+                                          torch.logsumexp(log_q[:, :, None] + table, 2)],
+            "you weighted by log q(c|z1,x) instead of q(c|z1,x): the weights are probabilities; inside a "
+            "logsumexp the log-weights are ADDED to the log-probabilities, log q(c) + log p(y|z2^c)":
+                [(log_q[:, :, None] * table.exp()).sum(1), (log_q[:, :, None] * table).sum(1)],
+            "you took only the most probable cluster c: the cascade sums over ALL clusters, weighted by q(c|z1,x)":
+                [table[torch.arange(b), log_q.argmax(-1)]],
+            "q is normalised over the wrong axis: softmax over the batch (axis 0); the probabilities of one point "
+            "must sum to 1 over its clusters, softmax(scores, dim=-1)":
+                [torch.logsumexp(log_q0[:, :, None] + table, 1)],
+            "you multiplied log-probabilities instead of adding them: log(q p) = log q + log p":
+                [torch.logsumexp(log_q[:, :, None] * table, 1)],
+        }
+        for advice, values in wrong.items():
+            if any(_same(got, v, _CAGEM_TOL) for v in values):
+                _fail(ex, advice)
+        worst = (got - want).abs().max().item()
+        _fail(ex, f"log p(y|x) differs from CaGeM.classifier_log_probs by up to {worst:.3g}; log q = "
+                  f"log_softmax(scores, -1), then torch.logsumexp(log_q[:, :, None] + log_p_y_given_z2, dim=1)")
+    _passed(ex, "the cascade matches dgmlab's p(y|x) (eqs. 4.30-4.32) on two random models")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
