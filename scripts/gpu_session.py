@@ -8,7 +8,7 @@ what it reached. The packer exports float16 weights without optimiser state (`dg
 writes at most eight tar files under OUT, largest-first within the transfer limits.
 
 Usage:
-    python scripts/gpu_session.py --out DIR [--train-s 300] [--total-s 570] [--only NAME ...] [--smoke]
+    python scripts/gpu_session.py --out DIR [--train-s 300] [--total-s 570] [--only NAME ...] [--jobs N] [--smoke]
 
 `--smoke` shrinks every run (a few hundred training points, two epochs, small importance samples) so that the whole
 pipeline can be checked on a CPU in a few minutes before an accelerator is used.
@@ -76,7 +76,19 @@ def smoke(job: dict) -> dict:
 PRECHECK = ("lvae-bn-wu-d5", "vae-d5", "avae-mnist", "cagem-mnist100", "fame-mnist", "fame_noconcat-mnist")
 
 
-def run_job(job: dict, args, t0: float, log) -> None:
+def run_job(job: dict, args, t0: float, log, slots: threading.Semaphore | None = None) -> None:
+    """Train ``job`` with the time limit, then evaluate it, inside one of the ``slots`` (``--jobs``)."""
+    if slots is None:
+        slots = threading.Semaphore(1)
+    with slots:
+        left = args.total_s - args.pack_s - (time.time() - t0)
+        if left < args.train_s + args.grace_s:
+            log(f"{job['name']}: not started, {left:.0f} s left is less than its time limit and grace")
+            return
+        _train_and_evaluate(job, args, t0, log)
+
+
+def _train_and_evaluate(job: dict, args, t0: float, log) -> None:
     py = [sys.executable, "-m", "dgmlab"]
     folder = ROOT / job["dir"]
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -85,11 +97,13 @@ def run_job(job: dict, args, t0: float, log) -> None:
     train.append("--resume" if (folder / "model.pt").exists() else "--fresh")
     ev = py + ["eval", f"{job['dir']}/model.pt", "--device", args.device, *shlex.split(job["eval"])]
     with open(ROOT / f"{job['dir']}.log", "a") as f:
-        for phase, cmd, deadline in (("train", train, args.train_s + args.grace_s),
-                                     ("eval", ev, args.total_s - args.pack_s - (time.time() - t0))):
+        for phase, cmd in (("train", train), ("eval", ev)):
             if phase == "eval" and not (folder / "model.pt").exists():
                 log(f"{job['name']}: no checkpoint, no evaluation")
                 return
+            # the evaluation gets what is left of the session once training has ended
+            deadline = (args.train_s + args.grace_s if phase == "train"
+                        else args.total_s - args.pack_s - (time.time() - t0))
             f.write(f"$ {shlex.join(cmd)}\n")
             f.flush()
             start = time.time()
@@ -147,10 +161,15 @@ def main() -> int:
     parser.add_argument("--total-s", type=float, default=570.0, help="wall-clock budget of the whole session (s)")
     parser.add_argument("--pack-s", type=float, default=40.0, help="time kept for packing at the end (s)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these job names")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs on the device at a time (default: all). Small networks share a GPU badly: 17 at "
+                             "once gave each depth-5 ladder run 12 s per epoch (reproduction notes, the GPU session)")
     parser.add_argument("--smoke", action="store_true", help="tiny runs, to check the pipeline on a CPU")
     parser.add_argument("--precheck", action=argparse.BooleanOptionalAction, default=True,
                         help="first train each model family for three batches and stop if one fails")
     args = parser.parse_args()
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs must be a positive integer, got {args.jobs}")
     t0 = time.time()
     selected = [j for j in jobs() if args.only is None or j["name"] in args.only]
     if args.smoke:
@@ -182,7 +201,8 @@ def main() -> int:
         if failed:
             return 3
     log(f"{len(selected)} runs on {args.device}: {', '.join(j['name'] for j in selected)}")
-    threads = [threading.Thread(target=run_job, args=(j, args, t0, log), daemon=True) for j in selected]
+    slots = threading.Semaphore(args.jobs or len(selected))
+    threads = [threading.Thread(target=run_job, args=(j, args, t0, log, slots), daemon=True) for j in selected]
     for t in threads:
         t.start()
     for t in threads:

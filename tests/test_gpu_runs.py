@@ -125,3 +125,28 @@ def test_pack_exports_weights_and_metrics_within_the_transfer_limits(tmp_path):
     with tarfile.open(tmp_path / "out" / "metrics.tar.gz") as tar:
         assert tar.getnames() == ["a/metrics.json"]
     assert any("grp: packed a" in line for line in logs)
+
+
+def test_a_run_starts_only_in_a_free_slot_and_only_with_time_left(monkeypatch):
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    session = _session()
+    started = []
+    monkeypatch.setattr(session, "_train_and_evaluate", lambda job, *a: started.append(job["name"]))
+    args = SimpleNamespace(total_s=10.0, pack_s=1.0, train_s=5.0, grace_s=1.0)
+    logs = []
+    session.run_job({"name": "now"}, args, time.time(), logs.append, threading.Semaphore(1))
+    session.run_job({"name": "late"}, args, time.time() - 5.0, logs.append, threading.Semaphore(1))
+    assert started == ["now"]
+    assert any(line.startswith("late: not started") for line in logs)
+    busy = threading.Semaphore(1)
+    busy.acquire()  # the only slot is taken: the run waits for it
+    t = threading.Thread(target=session.run_job, args=({"name": "queued"}, args, time.time(), logs.append, busy))
+    t.start()
+    time.sleep(0.2)
+    assert started == ["now"]
+    busy.release()
+    t.join(timeout=5)
+    assert started == ["now", "queued"]
