@@ -111,6 +111,8 @@ def test_list_shows_every_recipe(capsys):
     (["--set", "beta=[1"], "cannot parse --set beta=[1"),
     (["--set", "batch_norm=1"], "does not fit the option batch_norm"),
     (["--set", "nothing"], "--set expects KEY=VALUE"),
+    (["--time-limit", "0"], "--time-limit must be a positive number of seconds"),
+    (["--time-limit", "-5"], "--time-limit must be a positive number of seconds"),
 ])
 def test_bad_training_options_give_one_clear_line(tmp_path, args, message):
     out = tmp_path / "run"
@@ -164,3 +166,15 @@ def test_bad_labels_and_inputs_give_one_clear_line(tmp_path, args, message, caps
         main(["train", "m2", "--data", "halfmoons", "--out", str(tmp_path / "r"), "--no-progress", *args])
     text = str(err.value) + capsys.readouterr().err
     assert message in text
+
+
+def test_time_limit_stops_a_run_that_resume_continues(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "mlp", "--data", "halfmoons", "--epochs", "5", "--out", str(out), "--no-progress"]
+    assert main([*base, "--time-limit", "1e-6"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_done"] == 1 and "test_error" in metrics["final"]
+    assert "time limit" in capsys.readouterr().out
+    assert main([*base, "--resume"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_done"] == 5 and len(metrics["sessions"]) == 2
