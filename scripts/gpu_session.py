@@ -48,8 +48,11 @@ def jobs() -> list[dict]:
                                  + ("" if depth == 5 else " --epochs 500"),  # the GPU goes to depth 5 first
                         "eval": "--iw 5000", "pack": "ch5-d5" if depth == 5 else None})
     out += [
-        {"name": "avae-mnist", "dir": "runs/ch4/avae-mnist", "train": "avae --data mnist --epochs 2000",
-         "eval": "--iw 5000", "pack": "fame-avae"},
+        {"name": "avae-mnist", "dir": "runs/ch4/avae-mnist",
+         "train": "avae --data mnist --epochs 2000 --set batch_norm=True", "eval": "--iw 5000", "pack": "fame-avae"},
+        {"name": "avae2-mnist", "dir": "runs/ch4/avae2-mnist",  # the two-layer AVAE of A(19)-(20), A-Tab 1
+         "train": "avae --data mnist --epochs 2000 --set layers=2 --set batch_norm=True", "eval": "--iw 5000",
+         "pack": None},
         {"name": "cagem-mnist100", "dir": "runs/ch4/cagem-mnist100", "train": "cagem --data mnist --labels 100",
          "eval": "--iw 5000 --n-test 2000", "pack": "cagem100"},
         {"name": "cagem2d-mnist100", "dir": "runs/ch4/cagem2d-mnist100",
