@@ -259,6 +259,11 @@ class LayerData:
                              f"got {layer!r}")
         return self.names.index(layer)
 
+    def _layer_of(self, name, option: str) -> int:
+        if name not in self.names:
+            raise ValueError(f"{option} names an unknown layer {name!r}; the layers are {', '.join(self.names)}")
+        return self.names.index(name)
+
     def _ranking(self, kl) -> list[np.ndarray]:
         ranking = list(self.digit_kl)
         if kl is None:
@@ -266,9 +271,7 @@ class LayerData:
         if not isinstance(kl, Mapping):
             raise TypeError("kl must be a dict {layer name: per-unit KL}, e.g. model.kl_per_unit(x_test)")
         for name, values in kl.items():
-            if name not in self.names:
-                raise ValueError(f"kl names an unknown layer {name!r}; the layers are {', '.join(self.names)}")
-            i = self.names.index(name)
+            i = self._layer_of(name, "kl")
             v = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=float)
             if v.shape != (self.sizes[i],) or not np.isfinite(v).all():
                 raise ValueError(f"kl[{name!r}] must hold {self.sizes[i]} finite values (one per unit), got shape "
@@ -284,9 +287,7 @@ class LayerData:
         if not isinstance(units, Mapping):
             raise TypeError("units must be a dict {layer name: (unit, unit)}, e.g. {'z5': (0, 2)}")
         for name, pair_ in units.items():
-            if name not in self.names:
-                raise ValueError(f"units names an unknown layer {name!r}; the layers are {', '.join(self.names)}")
-            i = self.names.index(name)
+            i = self._layer_of(name, "units")
             d = self.sizes[i]
             chosen = (pair_,) if isinstance(pair_, (int, np.integer)) else tuple(pair_)
             need = min(2, d)
