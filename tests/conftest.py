@@ -1,12 +1,4 @@
-import os
-from pathlib import Path
-
 import pytest
-
-os.environ.setdefault("DGMLAB_PROGRESS", "0")
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-if "DGMLAB_DATA" not in os.environ and (SHARED / "mnist").exists():
-    os.environ["DGMLAB_DATA"] = str(SHARED)
 
 
 def _have_mnist() -> bool:
