@@ -95,6 +95,8 @@ class UnitKLMap:
         order: per layer, the unit indices in row order (``order[i][0]`` is the unit with the largest final KL).
         final_kl: per layer, the KL after the last epoch in row order (nats, not clipped).
         floor: the clipping value of the logarithm (nats).
+        unrecorded: how many leading epochs have no per-unit KL (their columns are NaN): runs begun before the
+            training loop recorded it, and resumed after.
     """
 
     log_kl: np.ndarray
@@ -104,6 +106,7 @@ class UnitKLMap:
     order: list[np.ndarray] = field(repr=False)
     final_kl: list[np.ndarray] = field(repr=False)
     floor: float = KL_FLOOR
+    unrecorded: int = 0
 
     @property
     def starts(self) -> np.ndarray:
@@ -114,43 +117,47 @@ class UnitKLMap:
 def unit_kl_map(history: Sequence[dict], floor: float = KL_FLOOR) -> UnitKLMap:
     """Assemble the matrix of thesis Fig. 5.2 for one model from its per-epoch history.
 
-    Every epoch must record ``test_unit_kl_layer1 .. test_unit_kl_layerL`` with the same number of units. Values are
-    clipped below at ``floor`` before the base-10 logarithm; rows are sorted within each layer by the last epoch's
-    KL, largest first (reproduction notes L3: per-unit KL averaged over the test set).
+    From the first epoch that records ``test_unit_kl_layer1 .. test_unit_kl_layerL`` on, every epoch must record them
+    with the same number of units; epochs before it (a run resumed with a newer ``dgmlab``) become NaN columns.
+    Values are clipped below at ``floor`` before the base-10 logarithm; rows are sorted within each layer by the last
+    epoch's KL, largest first (reproduction notes L3: per-unit KL averaged over the test set).
     """
     if not isinstance(floor, (int, float)) or not floor > 0:
         raise ValueError(f"floor must be a positive number of nats, got {floor!r}")
     if not isinstance(history, (list, tuple)) or not history:
         raise ValueError("history must be a non-empty list of per-epoch dicts (metrics.json['history'])")
-    first = history[0]
-    if not isinstance(first, dict) or "test_unit_kl_layer1" not in first:
-        raise ValueError("the history records no per-unit KL ('test_unit_kl_layer1' missing in its first epoch); "
-                         "it needs runs trained with the per-unit KL in the history (dgmlab >= the GPU-ready loop)")
+    recorded = [t for t, r in enumerate(history) if isinstance(r, dict) and "test_unit_kl_layer1" in r]
+    if not recorded:
+        raise ValueError("the history records no per-unit KL ('test_unit_kl_layer1' in no epoch); it needs runs "
+                         "trained with the per-unit KL in the history (dgmlab >= the GPU-ready loop)")
+    start = recorded[0]
+    first = history[start]
     n_layers = 0
     while f"test_unit_kl_layer{n_layers + 1}" in first:
         n_layers += 1
     sizes = tuple(len(first[f"test_unit_kl_layer{i + 1}"]) for i in range(n_layers))
-    blocks = [np.empty((s, len(history))) for s in sizes]
-    for t, record in enumerate(history):
+    blocks = [np.full((s, len(history)), np.nan) for s in sizes]
+    for t in range(start, len(history)):
+        record = history[t]
         for i, size in enumerate(sizes):
             values = record.get(f"test_unit_kl_layer{i + 1}") if isinstance(record, dict) else None
             if values is None or len(values) != size:
                 got = "nothing" if values is None else f"{len(values)} units"
                 raise ValueError(f"history[{t}] records {got} for layer z{i + 1}, expected {size} units as in "
-                                 "the first epoch")
+                                 f"epoch {start + 1}")
             blocks[i][:, t] = values
     order = [np.argsort(-b[:, -1], kind="stable") for b in blocks]
     sorted_blocks = [b[o] for b, o in zip(blocks, order)]
-    log_kl = np.log10(np.clip(np.concatenate(sorted_blocks), floor, None))
-    epochs = np.array([int(r.get("epoch", t + 1)) for t, r in enumerate(history)])
+    log_kl = np.log10(np.clip(np.concatenate(sorted_blocks), floor, None))   # NaN stays NaN: not recorded
+    epochs = np.array([int(r.get("epoch", t + 1)) if isinstance(r, dict) else t + 1 for t, r in enumerate(history)])
     return UnitKLMap(log_kl, epochs, tuple(f"z{i + 1}" for i in range(n_layers)), sizes, order,
-                     [b[:, -1] for b in sorted_blocks], float(floor))
+                     [b[:, -1] for b in sorted_blocks], float(floor), start)
 
 
 def plot_unit_kl_maps(maps: Mapping[str, UnitKLMap], titles: Mapping[str, str] | None = None, vmax: float | None = None,
                       threshold: float = 0.01):
     """Draw thesis Fig. 5.2: one panel per model (``maps``), units as rows in one block per layer, epochs as columns,
-    colour = ``log10 KL``; white = at or below the floor (a collapsed unit). Returns the figure.
+    colour = ``log10 KL``; white = at or below the floor (a collapsed unit); grey = not recorded. Returns the figure.
 
     ``threshold`` (nats; the active-unit threshold) is marked on the colour bar.
     """
@@ -160,13 +167,14 @@ def plot_unit_kl_maps(maps: Mapping[str, UnitKLMap], titles: Mapping[str, str] |
         raise ValueError("maps is empty: pass {name: unit_kl_map(history)} for at least one model")
     titles = dict(titles or {})
     lo = math.log10(min(m.floor for m in maps.values()))
-    hi = vmax if vmax is not None else max(float(m.log_kl.max()) for m in maps.values())
+    hi = vmax if vmax is not None else max(float(np.nanmax(m.log_kl)) for m in maps.values())
     hi = max(hi, lo + 1e-6)
     fig, axes = plt.subplots(1, len(maps), figsize=(3.3 * len(maps) + 1.2, 6.2), squeeze=False, sharey=True)
     image = None
     for ax, (name, m) in zip(axes[0], maps.items()):
         e0, e1 = float(m.epochs[0]) - 0.5, float(m.epochs[-1]) + 0.5
-        image = ax.imshow(m.log_kl, aspect="auto", interpolation="nearest", cmap="YlGnBu", vmin=lo, vmax=hi,
+        cmap = plt.get_cmap("YlGnBu").with_extremes(bad="0.8")   # grey: epochs that recorded no per-unit KL
+        image = ax.imshow(m.log_kl, aspect="auto", interpolation="nearest", cmap=cmap, vmin=lo, vmax=hi,
                           extent=(e0, e1, m.log_kl.shape[0] - 0.5, -0.5))
         for start in m.starts[1:]:
             ax.axhline(start - 0.5, color="k", lw=0.8)

@@ -68,10 +68,26 @@ def test_unit_kl_map_shapes_sorting_and_floor():
     ([{"epoch": 1, "test_elbo": -1.0}], "per-unit KL"),
     ([{"epoch": 1, "test_unit_kl_layer1": [1, 2]}, {"epoch": 2, "test_unit_kl_layer1": [1]}], "expected 2 units"),
     ([{"epoch": 1, "test_unit_kl_layer1": [1, 2]}, {"epoch": 2}], "records nothing"),
+    ([{"epoch": 1}, {"epoch": 2, "test_unit_kl_layer1": [1, 2]}, {"epoch": 3}], "history\\[2\\] records nothing"),
 ])
 def test_unit_kl_map_rejects_bad_histories(history, match):
     with pytest.raises(ValueError, match=match):
         lf.unit_kl_map(history)
+
+
+def test_unit_kl_map_leaves_epochs_before_the_first_record_unrecorded():
+    # a run begun before the loop recorded per-unit KL and resumed after it: its first epochs are NaN columns
+    hist = [{"epoch": 1, "test_elbo": -100.0}, {"epoch": 2, "test_elbo": -99.0}] + fake_history(epochs=3)[:3]
+    for t, h in enumerate(hist):
+        h["epoch"] = t + 1
+    m = lf.unit_kl_map(hist)
+    assert m.unrecorded == 2 and m.log_kl.shape == (5, 5) and list(m.epochs) == [1, 2, 3, 4, 5]
+    assert np.isnan(m.log_kl[:, :2]).all() and np.isfinite(m.log_kl[:, 2:]).all()
+    full = lf.unit_kl_map(hist[2:])
+    assert np.allclose(m.log_kl[:, 2:], full.log_kl) and full.unrecorded == 0
+    fig = lf.plot_unit_kl_maps({"resumed": m})
+    assert fig.axes[0].images[0].get_cmap().get_bad()[:3] == pytest.approx((0.8, 0.8, 0.8))
+    plt.close(fig)
 
 
 def test_unit_kl_map_rejects_bad_floor():
