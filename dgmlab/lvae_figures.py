@@ -63,6 +63,21 @@ def get_run(runs: Mapping[str, dict], variant: str, depth: int) -> dict:
     return runs[key]
 
 
+def machine_name(machine: str) -> str:
+    """A short label for a run's ``machine`` record (:func:`dgmlab.runtime.machine_description`), for tables:
+    ``"cuda: NVIDIA H200, 16 cores, torch 2.11, 1 threads"`` -> ``"GPU (NVIDIA H200)"``,
+    ``"cpu: AMD EPYC, 2 cores, torch 2.13, 1 threads"`` -> ``"CPU (AMD EPYC), 1 thread"``."""
+    if not isinstance(machine, str) or ":" not in machine:
+        raise ValueError(f"not a machine record of dgmlab.runtime.machine_description: {machine!r}")
+    kind, _, rest = machine.partition(":")
+    parts = [p.strip() for p in rest.split(",")]
+    if kind.strip() != "cpu":
+        return f"{'GPU' if kind.strip() == 'cuda' else kind.strip()} ({parts[0]})"
+    threads = next((p.split()[0] for p in parts if p.endswith("threads")), None)
+    label = f"CPU ({parts[0]})"
+    return f"{label}, {threads} thread{'s' if threads != '1' else ''}" if threads else label
+
+
 def layer_sizes(run: dict) -> tuple[int, ...]:
     """Latent units per layer of a run, bottom (``z1``) first, from its ``config``."""
     cfg = run.get("config", {})

@@ -198,3 +198,18 @@ def test_functions_work_on_the_shipped_group(shipped):
         assert row["all layers"] == f"{sum(active)} / 124"
     claims = lf.check_claims(shipped)
     assert len(claims) == 10 and all(isinstance(c.holds, bool) and c.evidence for c in claims)
+
+
+@pytest.mark.parametrize("machine, label", [
+    ("cuda: NVIDIA H200, 16 cores, torch 2.11.0+cu130, 1 threads", "GPU (NVIDIA H200)"),
+    ("cpu: AMD EPYC, 2 cores, torch 2.13.0+cpu, 1 threads", "CPU (AMD EPYC), 1 thread"),
+    ("cpu: Apple M2, 8 cores, torch 2.13.0, 4 threads", "CPU (Apple M2), 4 threads"),
+    ("mps: Apple M2, 8 cores, torch 2.13.0, 1 threads", "mps (Apple M2)"),
+])
+def test_machine_name(machine, label):
+    assert lf.machine_name(machine) == label
+
+
+def test_machine_name_rejects_other_records():
+    with pytest.raises(ValueError, match="machine record"):
+        lf.machine_name("H200")
