@@ -320,6 +320,15 @@ def _fmt(values) -> str:
     return "[" + ", ".join(str(v) for v in values) + "]"
 
 
+def _peak_active_above_z1(run: dict, depth: int) -> tuple[int, int]:
+    """The largest number of active units in ``z2 .. z_depth`` over a run's history, and the first epoch with it."""
+    keys = [f"test_active_units_layer{i + 1}" for i in range(1, depth)]
+    counts = [(sum(int(h[k]) for k in keys), int(h["epoch"])) for h in run["history"] if all(k in h for k in keys)]
+    if not counts:
+        raise ValueError(f"the history records no active units per layer ({keys[0]!r} in no epoch)")
+    return max(counts, key=lambda c: (c[0], -c[1]))
+
+
 def check_claims(runs: Mapping[str, dict], depth: int = 5, depths: Sequence[int] = DEPTHS,
                  tolerance: float = 0.5) -> list[Claim]:
     """The thesis' qualitative claims about Figs. 5.2 and 5.3 (section 5.1.1; Sønderby et al. section 3), checked on
@@ -344,6 +353,11 @@ def check_claims(runs: Mapping[str, dict], depth: int = 5, depths: Sequence[int]
                         sum(au["vae-bn-wu"][1:]) > sum(au["vae-bn"][1:]),
                         f"active units z2..z{depth}: VAE+BN+WU {sum(au['vae-bn-wu'][1:])}, "
                         f"VAE+BN {sum(au['vae-bn'][1:])}"))
+    peaks = {v: _peak_active_above_z1(get_run(runs, v, depth), depth) for v in ("vae-bn-wu", "lvae-bn-wu")}
+    claims.append(Claim("Fig. 5.2", "warm-up activates many units early and some are pruned later (units above z1)",
+                        all(sum(au[v][1:]) < peak for v, (peak, _) in peaks.items()),
+                        "; ".join(f"{VARIANT_NAMES[v]}: {peak} at epoch {epoch}, {sum(au[v][1:])} at the end"
+                                  for v, (peak, epoch) in peaks.items())))
     claims.append(Claim("Fig. 5.2", "the LVAE uses every layer", all(a > 0 for a in au["lvae-bn-wu"]),
                         f"LVAE active units per layer: {_fmt(au['lvae-bn-wu'])}"))
     best_vae = [max(au[v][i] for v in VARIANTS[:3]) for i in range(depth)]

@@ -27,6 +27,7 @@ def fake_history(sizes=(3, 2), epochs=4, seed=0):
         rec = {"epoch": t + 1, "train_elbo": -100.0 + t, "test_elbo": -99.0 + t, "train_temperature": 1.0}
         for i, s in enumerate(sizes):
             rec[f"test_unit_kl_layer{i + 1}"] = list(rng.normal(0.5, 1.0, s))
+            rec[f"test_active_units_layer{i + 1}"] = int(sum(k > 0.01 for k in rec[f"test_unit_kl_layer{i + 1}"]))
         out.append(rec)
     return out
 
@@ -144,6 +145,26 @@ def test_active_units_table_and_claims_on_synthetic_group():
         lf.check_claims(group, depth=2)
 
 
+def test_pruning_claim_compares_the_peak_of_the_history_with_the_final_checkpoint():
+    group = fake_group()
+    name = "warm-up activates many units early and some are pruned later (units above z1)"
+    for v in ("vae-bn-wu", "lvae-bn-wu"):
+        run = group[lf.run_name(v, 5)]
+        for t, h in enumerate(run["history"]):      # z2..z5 active: 6, 7, 6 over the epochs; evaluation: 5
+            h.update({"test_active_units_layer2": 3, "test_active_units_layer3": 1 + (t == 1),
+                      "test_active_units_layer4": 1, "test_active_units_layer5": 1})
+        run["eval"].update({"test_active_units_layer2": 2, "test_active_units_layer3": 1,
+                            "test_active_units_layer4": 1, "test_active_units_layer5": 1})
+    claim = {c.claim: c for c in lf.check_claims(group)}[name]
+    assert claim.holds and "7 at epoch 2, 5 at the end" in claim.evidence
+    group[lf.run_name("lvae-bn-wu", 5)]["eval"]["test_active_units_layer2"] = 5     # 8 at the end: nothing pruned
+    assert not {c.claim: c for c in lf.check_claims(group)}[name].holds
+    for h in group[lf.run_name("lvae-bn-wu", 5)]["history"]:
+        del h["test_active_units_layer2"]
+    with pytest.raises(ValueError, match="no active units per layer"):
+        lf.check_claims(group)
+
+
 # --- Table 5.1 ------------------------------------------------------------------------------------------------------
 def test_ll_verdict_and_compare_with_thesis():
     assert lf.ll_verdict(-82.3, -82.12) == "reproduced"          # within half a nat
@@ -197,7 +218,7 @@ def test_functions_work_on_the_shipped_group(shipped):
         assert all(0 <= a <= s for a, s in zip(active, (64, 32, 16, 8, 4)))
         assert row["all layers"] == f"{sum(active)} / 124"
     claims = lf.check_claims(shipped)
-    assert len(claims) == 10 and all(isinstance(c.holds, bool) and c.evidence for c in claims)
+    assert len(claims) == 11 and all(isinstance(c.holds, bool) and c.evidence for c in claims)
 
 
 @pytest.mark.parametrize("machine, label", [
