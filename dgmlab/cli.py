@@ -290,6 +290,9 @@ def _eval(args) -> int:
         with torch.no_grad(), device_speed(device):
             ll = torch.cat([model.log_likelihood(xb, k=args.iw, chunk=args.chunk) for xb in x.split(100)])
         results[f"test_log_likelihood_iw{args.iw}"] = ll.mean().item()
+        # the spread over test points: what evaluating on a subset (--n-test) costs in precision
+        if len(ll) > 1:
+            results["test_log_likelihood_sem"] = (ll.std() / len(ll) ** 0.5).item()
     wall = time.perf_counter() - start
     record = {"command": "python -m dgmlab " + " ".join(shlex.quote(a) for a in args.argv),
               "checkpoint": str(args.checkpoint), "iw": args.iw, "seed": args.seed, "device": str(device),

@@ -502,7 +502,8 @@ def test_cli_trains_and_evaluates_on_mnist(tmp_path, mnist_available):
     assert sum(record[f"test_kl_layer{i}"] for i in range(1, 6)) == pytest.approx(record["test_kl"], rel=1e-4)
     assert main(["eval", str(out / "model.pt"), "--iw", "10", "--chunk", "5", "--device", "cpu"]) == 0
     evaluated = json.loads((out / "metrics.json").read_text())["eval"]
-    assert evaluated["test_log_likelihood_iw10"] < 0
+    assert evaluated["test_log_likelihood_iw10"] < 0 and evaluated["n_test"] == 100
+    assert 0 < evaluated["test_log_likelihood_sem"] < 10        # standard error of the mean over the 100 digits
     # a shallower bottom-up VAE through --set
     out = tmp_path / "hvae"
     assert main(["train", "hvae", "--data", "mnist", "--epochs", "1", "--max-batches", "1", "--n-test", "100",
