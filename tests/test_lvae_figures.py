@@ -35,7 +35,7 @@ def fake_history(sizes=(3, 2), epochs=4, seed=0):
 def fake_run(variant, depth, sizes=(4, 3, 2, 2, 1), active=None, test_elbo=-100.0, l5000=-95.0, epochs=3):
     sizes = sizes[:depth]
     active = active or [s // 2 for s in sizes]
-    final = {"test_elbo": test_elbo, "test_log_likelihood_iw5000": l5000, "n_test": 10,
+    final = {"test_elbo": test_elbo, "test_log_likelihood_iw5000": l5000, "n_test": 10_000,
              **{f"test_active_units_layer{i + 1}": a for i, a in enumerate(active)},
              **{f"test_kl_layer{i + 1}": float(a) for i, a in enumerate(active)}}
     history = fake_history(sizes, epochs)
@@ -234,3 +234,20 @@ def test_machine_name(machine, label):
 def test_machine_name_rejects_other_records():
     with pytest.raises(ValueError, match="machine record"):
         lf.machine_name("H200")
+
+
+def test_test_bounds_moves_a_subset_evaluation_by_the_subset_offset():
+    run = fake_run("lvae-bn-wu", 5, test_elbo=-86.0, l5000=-82.0)
+    assert lf.test_bounds(run) == {"n_test": 10_000, "subset_L5000": -82.0, "subset_offset": 0.0, "sem": None,
+                                   "test_L1": -86.0, "test_L5000": -82.0}
+    run["eval"].update({"n_test": 1000, "test_log_likelihood_sem": 0.7})
+    run["history"][-1]["test_elbo"] = -87.5          # the whole test set is 1.5 nats harder than the first 1000
+    b = lf.test_bounds(run)
+    assert b["test_L1"] == -87.5 and b["subset_offset"] == pytest.approx(-1.5)
+    assert b["test_L5000"] == pytest.approx(-83.5) and b["subset_L5000"] == -82.0 and b["sem"] == 0.7
+    row = next(r for r in lf.bounds_table({**fake_group(), "lvae-bn-wu-d5": run}) if r["variant"] == "lvae-bn-wu"
+               and r["depth"] == 5)
+    assert row["test_L5000"] == pytest.approx(-83.5) and row["test_L1"] == -87.5 and row["n_test"] == 1000
+    del run["history"][-1]["test_elbo"]
+    with pytest.raises(ValueError, match="without --n-test"):
+        lf.test_bounds(run)
