@@ -238,7 +238,7 @@ def bounds_table(runs: Mapping[str, dict], variants: Sequence[str] = VARIANTS,
 def test_bounds(run: dict, n_full: int = MNIST_TEST) -> dict:
     """Test ``L_1`` and ``L_5000`` of a run's final checkpoint, on the whole test set of ``n_full`` digits.
 
-    An evaluation with 5000 importance samples costs about a second per digit on one CPU core, so CPU runs are
+    An evaluation with 5000 importance samples costs about 0.4 s per digit on one CPU core, so CPU runs are
     evaluated on the first ``n`` test digits only (``eval --n-test``), which need not be typical. Then ``test_L1`` is
     the last epoch's evaluation on the whole test set (the same checkpoint), and ``test_L5000`` is the subset's value
     moved by the subset's ``L_1`` offset, ``L_1(all) - L_1(subset)``: this assumes that ``L_5000 - L_1`` is the same
