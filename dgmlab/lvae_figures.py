@@ -73,9 +73,9 @@ def machine_name(machine: str) -> str:
     if not isinstance(machine, str) or ":" not in machine:
         raise ValueError(f"not a machine record of dgmlab.runtime.machine_description: {machine!r}")
     kind, _, rest = machine.partition(":")
-    parts = [p.strip() for p in rest.split(",")]
-    if kind.strip() != "cpu":
-        return f"{'GPU' if kind.strip() == 'cuda' else kind.strip()} ({parts[0]})"
+    kind, parts = kind.strip(), [p.strip() for p in rest.split(",")]
+    if kind != "cpu":
+        return f"{'GPU' if kind == 'cuda' else kind} ({parts[0]})"
     threads = next((p.split()[0] for p in parts if p.endswith("threads")), None)
     label = f"CPU ({parts[0]})"
     return f"{label}, {threads} thread{'s' if threads != '1' else ''}" if threads else label
