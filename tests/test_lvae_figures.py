@@ -145,6 +145,21 @@ def test_active_units_table_and_claims_on_synthetic_group():
         lf.check_claims(group, depth=2)
 
 
+def test_plain_vae_depth_claim_compares_runs_at_the_last_common_epoch():
+    group = fake_group()
+    name = "the plain VAE gains nothing from layers beyond the first (test L_1)"
+    deep = group["vae-d5"] = fake_run("vae", 5, epochs=6)       # longer: its final L_1 is 3 nats better
+    deep["eval"]["test_elbo"] = -94.0
+    claim = {c.claim: c for c in lf.check_claims(group)}[name]
+    assert claim.holds and "at epoch 3" in claim.evidence and "L=5: -97.00" in claim.evidence
+    deep["history"][2]["test_elbo"] = -96.0                      # better by a nat at the common epoch
+    assert not {c.claim: c for c in lf.check_claims(group)}[name].holds
+    assert {c.claim: c for c in lf.check_claims(group, tolerance=1.5)}[name].holds
+    del deep["history"][:3]                                      # epochs 4-6 only: no common epoch
+    with pytest.raises(ValueError, match="no epoch 3"):
+        lf.check_claims(group)
+
+
 def test_pruning_claim_compares_the_peak_of_the_history_with_the_final_checkpoint():
     group = fake_group()
     name = "warm-up activates many units early and some are pruned later (units above z1)"
