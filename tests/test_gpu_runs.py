@@ -1,6 +1,6 @@
-"""The runs of the first GPU session (`scripts/gpu_session.py`) shipped in ``dgmlab/pretrained/``, and the two
-five-layer warm-up runs of chapter 5.1 that replaced their GPU snapshots with longer runs of the same commands on CPU
-cores (``scripts/lvae_runs.sh``).
+"""The runs of the first GPU session (`scripts/gpu_session.py`) shipped in ``dgmlab/pretrained/``, and the eight
+chapter-5.1 runs that replaced their GPU snapshots with longer runs of the same commands on CPU cores
+(``scripts/lvae_runs.sh``).
 
 Weights: the depth-5 VAE, VAE+BN+WU and LVAE+BN+WU (chapter 5.1), the CaGeM with a 2-D z2 (Fig 4.9) and FAME
 (chapter 5.2). Metrics only: the groups ``lvae-variants``, ``lvae-gpu-snapshots`` (the two replaced GPU records, the

@@ -140,7 +140,7 @@ def test_active_units_table_and_claims_on_synthetic_group():
     assert claims["the plain VAE leaves every layer above z2 inactive (depth 5)"].holds
     assert claims["the LVAE uses every layer"].holds
     assert claims["the LVAE has the tightest test L_1 at depth 5"].holds
-    assert not claims["the LVAE improves with every added layer (test L_5000)"].holds  # equal values: no gain
+    assert not claims["the LVAE improves with every added layer (test L_1)"].holds  # equal values: no gain
     with pytest.raises(ValueError, match="at least 3"):
         lf.check_claims(group, depth=2)
 
@@ -158,6 +158,33 @@ def test_plain_vae_depth_claim_compares_runs_at_the_last_common_epoch():
     del deep["history"][:3]                                      # epochs 4-6 only: no common epoch
     with pytest.raises(ValueError, match="no epoch 3"):
         lf.check_claims(group)
+
+
+def _set_l1(run, value):
+    """Give a synthetic run the test L_1 ``value`` at every epoch."""
+    for h in run["history"]:
+        h["test_elbo"] = value
+    run["eval"]["test_elbo"] = value
+
+
+def test_depth_claims_count_a_gain_only_above_the_tolerance():
+    group = fake_group()
+    wu_name = "VAE+BN+WU gains up to three layers and not beyond (test L_1)"
+    lvae_name = "the LVAE improves with every added layer (test L_1)"
+    for d, value in zip(lf.DEPTHS, (-95.0, -90.0, -90.3)):      # gains 5 nats, then loses 0.3: up to three layers
+        _set_l1(group[lf.run_name("vae-bn-wu", d)], value)
+    for d, value in zip(lf.DEPTHS, (-95.0, -90.0, -89.0)):      # gains 5 nats, then 1 nat
+        _set_l1(group[lf.run_name("lvae-bn-wu", d)], value)
+    claims = {c.claim: c for c in lf.check_claims(group)}
+    assert claims[wu_name].holds and "L=3: -90.00" in claims[wu_name].evidence
+    assert claims[lvae_name].holds and "L_5000" in claims[lvae_name].evidence
+    _set_l1(group[lf.run_name("lvae-bn-wu", 5)], -89.7)          # the last layer adds 0.3 nats: a tie, not a gain
+    _set_l1(group[lf.run_name("vae-bn-wu", 5)], -89.0)           # five layers beat three by a nat
+    claims = {c.claim: c for c in lf.check_claims(group)}
+    assert not claims[lvae_name].holds and not claims[wu_name].holds
+    assert {c.claim: c for c in lf.check_claims(group, tolerance=0.2)}[lvae_name].holds   # 0.3 nats: a gain
+    # without a depth of three there is nothing to say about "up to three layers"
+    assert wu_name not in {c.claim for c in lf.check_claims(group, depths=(1, 5))}
 
 
 def test_pruning_claim_compares_the_peak_of_the_history_with_the_final_checkpoint():
@@ -233,7 +260,7 @@ def test_functions_work_on_the_shipped_group(shipped):
         assert all(0 <= a <= s for a, s in zip(active, (64, 32, 16, 8, 4)))
         assert row["all layers"] == f"{sum(active)} / 124"
     claims = lf.check_claims(shipped)
-    assert len(claims) == 11 and all(isinstance(c.holds, bool) and c.evidence for c in claims)
+    assert len(claims) == 12 and all(isinstance(c.holds, bool) and c.evidence for c in claims)
 
 
 @pytest.mark.parametrize("machine, label", [
