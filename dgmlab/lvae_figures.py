@@ -417,8 +417,8 @@ def check_claims(runs: Mapping[str, dict], depth: int = 5, depths: Sequence[int]
                         all(a >= b for a, b in zip(au["lvae-bn-wu"], best_vae)),
                         f"LVAE {_fmt(au['lvae-bn-wu'])}, best VAE variant per layer {_fmt(best_vae)}"))
 
-    def by_depth(values: dict[int, float]) -> str:
-        return ", ".join(f"L={d}: {v:.2f}" for d, v in values.items())
+    def by_depth(values: dict[int, float | None]) -> str:
+        return ", ".join(f"L={d}: {v:.2f}" if v is not None else f"L={d}: –" for d, v in values.items())
 
     shallow, deepest = min(depths), max(depths)
     common, plain = _l1_by_depth(runs, "vae", depths)
@@ -439,10 +439,8 @@ def check_claims(runs: Mapping[str, dict], depth: int = 5, depths: Sequence[int]
     claims.append(Claim("Fig. 5.3", "the LVAE improves with every added layer (test L_1)",
                         all(b > a + tolerance for (_, a), (_, b) in zip(steps, steps[1:])),
                         f"LVAE test L_1 by depth at epoch {common}: {by_depth(ladder)} (a gain must exceed "
-                        f"{tolerance} nats); test L_5000 of the final "
-                        "checkpoints: " + ", ".join(f"L={d}: {v:.2f}" if v is not None else f"L={d}: –"
-                                                    for d, v in ladder_ll.items())))
-    deep = {v: table[v, max(depths)] for v in VARIANTS}
+                        f"{tolerance} nats); test L_5000 of the final checkpoints: {by_depth(ladder_ll)}"))
+    deep = {v: table[v, deepest] for v in VARIANTS}
     best_other = max(VARIANTS[:3], key=lambda v: deep[v]["test_L1"])
     claims.append(Claim("Fig. 5.3", f"the LVAE has the tightest test L_1 at depth {max(depths)}",
                         deep["lvae-bn-wu"]["test_L1"] > deep[best_other]["test_L1"],
