@@ -1,4 +1,4 @@
-"""The runs of the first GPU session (`scripts/gpu_session.py`) shipped in ``dgmlab/pretrained/``, and the eight
+"""The runs of the first GPU session (`scripts/gpu_session.py`) shipped in ``dgmlab/pretrained/``, and the twelve
 chapter-5.1 runs that replaced their GPU snapshots with longer runs of the same commands on CPU cores
 (``scripts/lvae_runs.sh``).
 
