@@ -93,6 +93,9 @@ def test_training_improves_the_bound_and_helpers():
 
 def test_registry_checkpoint_and_errors(tmp_path):
     assert get_model_class("avae") is AVAE and AVAE.setting == "unsupervised"
+    model_opts, train_opts = AVAE.recipe("mnist")
+    assert model_opts["batch_norm"] is True and train_opts["epochs"] == 2000 and train_opts["batch_size"] == 256
+    assert AVAE.recipe("halfmoons") == ({}, {"lr": 1e-3, "batch_size": 256})   # no recipe: the defaults alone
     m = tiny(batch_norm=True)
     save_checkpoint(tmp_path / "avae.pt", m)
     back = load_model(tmp_path / "avae.pt", expect="avae", device="cpu")
@@ -238,6 +241,9 @@ def test_cli_one_epoch_two_layers_on_mnist(tmp_path, mnist_available):
     cfg = metrics["config"]
     assert (cfg["layers"], cfg["z_dim"], cfg["z2_dim"], cfg["hidden"], cfg["hidden2"]) == (2, 64, 32, [512, 512],
                                                                                            [256, 256])
+    # the MNIST recipe (thesis 4.2: the ladder VAE's settings) applies without any --set
+    assert cfg["batch_norm"] is True and cfg["warmup_epochs"] == 200
+    assert metrics["train_config"]["epochs"] == 1 and metrics["train_config"]["batch_size"] == 256
     record = metrics["history"][-1]
     assert math.isfinite(record["test_elbo"]) and "test_active_units_a2" in record
 
