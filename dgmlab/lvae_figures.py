@@ -263,6 +263,28 @@ def test_bounds(run: dict, n_full: int = MNIST_TEST) -> dict:
     return out
 
 
+def paired_difference(run: dict, other: dict) -> dict:
+    """How far ``run``'s log-likelihood estimate is ahead of ``other``'s, digit by digit: both evaluated on the same
+    test points with the same number of importance samples and ``eval --per-point``.
+
+    The two runs' estimates vary together from digit to digit (a hard digit is hard for both), so the standard error
+    of the mean *difference* is far smaller than either run's own ``sem``. Returns ``mean`` (nats, positive: ``run``
+    is ahead), ``sem`` and ``n``.
+    """
+    a, b = final_record(run), final_record(other)
+    for name, ev in (("run", a), ("other", b)):
+        if "test_log_likelihood_per_point" not in ev:
+            raise ValueError(f"{name} has no per-point log-likelihoods; evaluate it with "
+                             "`python -m dgmlab eval CHECKPOINT --per-point` (same --iw and --n-test for both runs)")
+    if a.get("iw") != b.get("iw") or len(a["test_log_likelihood_per_point"]) != len(b["test_log_likelihood_per_point"]):
+        raise ValueError(f"the runs were evaluated differently (iw {a.get('iw')} on "
+                         f"{len(a['test_log_likelihood_per_point'])} points, iw {b.get('iw')} on "
+                         f"{len(b['test_log_likelihood_per_point'])}); evaluate both with the same --iw and --n-test")
+    d = np.asarray(a["test_log_likelihood_per_point"], float) - np.asarray(b["test_log_likelihood_per_point"], float)
+    sem = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return {"mean": float(d.mean()), "sem": sem, "n": len(d)}
+
+
 def plot_bounds_by_depth(axes, rows: Sequence[dict], thesis: Mapping[str, Sequence[tuple]] | None = None):
     """Draw thesis Fig. 5.3 on three axes (train ``L_1``, test ``L_1``, test ``L_5000`` against the number of latent
     layers), one line per variant, each point labelled with the epochs its run reached.

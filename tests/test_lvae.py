@@ -504,6 +504,13 @@ def test_cli_trains_and_evaluates_on_mnist(tmp_path, mnist_available):
     evaluated = json.loads((out / "metrics.json").read_text())["eval"]
     assert evaluated["test_log_likelihood_iw10"] < 0 and evaluated["n_test"] == 100
     assert 0 < evaluated["test_log_likelihood_sem"] < 10        # standard error of the mean over the 100 digits
+    assert "test_log_likelihood_per_point" not in evaluated   # only on request: a record stays small
+    assert main(["eval", str(out / "model.pt"), "--iw", "10", "--chunk", "5", "--device", "cpu", "--n-test", "40",
+                 "--per-point"]) == 0
+    per_point = json.loads((out / "metrics.json").read_text())["eval"]
+    points = per_point["test_log_likelihood_per_point"]
+    assert len(points) == per_point["n_test"] == 40
+    assert sum(points) / 40 == pytest.approx(per_point["test_log_likelihood_iw10"], abs=1e-3)
     # a shallower bottom-up VAE through --set
     out = tmp_path / "hvae"
     assert main(["train", "hvae", "--data", "mnist", "--epochs", "1", "--max-batches", "1", "--n-test", "100",

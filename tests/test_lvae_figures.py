@@ -293,3 +293,24 @@ def test_test_bounds_moves_a_subset_evaluation_by_the_subset_offset():
     del run["history"][-1]["test_elbo"]
     with pytest.raises(ValueError, match="without --n-test"):
         lf.test_bounds(run)
+
+
+def test_paired_difference_is_the_mean_and_standard_error_of_the_per_digit_differences():
+    a, b = fake_run("lvae-bn-wu", 5), fake_run("vae-bn-wu", 5)
+    rng = np.random.default_rng(0)
+    hard = rng.normal(-85.0, 20.0, size=200)               # a digit's difficulty, shared by both runs
+    a["eval"].update({"iw": 5000, "test_log_likelihood_per_point": (hard + 0.5 + rng.normal(0, 1, 200)).tolist()})
+    b["eval"].update({"iw": 5000, "test_log_likelihood_per_point": hard.tolist()})
+    d = np.asarray(a["eval"]["test_log_likelihood_per_point"]) - hard
+    out = lf.paired_difference(a, b)
+    assert out["n"] == 200 and out["mean"] == pytest.approx(d.mean())
+    assert out["sem"] == pytest.approx(d.std(ddof=1) / np.sqrt(200))
+    # pairing removes the shared difficulty: the unpaired standard error is about twenty times larger
+    assert out["sem"] < np.std(hard, ddof=1) / np.sqrt(200) / 10
+    assert lf.paired_difference(b, a)["mean"] == pytest.approx(-d.mean())
+    b["eval"]["test_log_likelihood_per_point"] = hard[:100].tolist()
+    with pytest.raises(ValueError, match="same --iw and --n-test"):
+        lf.paired_difference(a, b)
+    del b["eval"]["test_log_likelihood_per_point"]
+    with pytest.raises(ValueError, match="--per-point"):
+        lf.paired_difference(a, b)
